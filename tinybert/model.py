@@ -1,0 +1,380 @@
+"""The model: a post-LN BERT encoder with the paper's optional conv front end, an MLM head and a classifier.
+
+Where it sits in the flow (tokens -> batches -> model -> loss): batches of token ids (B, T) and an
+attention mask (B, T) come in; the MLM model returns the masked-LM loss, the classifier returns logits.
+The model reads no data and no flags; it is built from a tinybert.config.ModelConfig.
+
+    input_ids ─> Embeddings ─> [ConvFrontEnd] ─> Block x layers ─> hidden (B, T, H)     = BertEncoder
+    hidden ─> rows where labels != -100 ─> MLMHead ─> cross-entropy                     = BertForMaskedLM
+    hidden[:, 0] ─> pooler (dense + tanh) ─> dropout ─> linear                          = BertForSequenceClassification
+
+It matches Hugging Face's BertForMaskedLM / BertForSequenceClassification (the authors' model, PAPER.md §2.2)
+numerically, up to the fused QKV projection (tinybert/interop.py converts the weights both ways), with two
+deliberate fixes to the authors' code: no `padding_idx` on the word embeddings (their builders swapped
+[PAD]/[CLS] and froze the [CLS] row at zero), and a conv front end that does not let padding leak into real
+tokens. The MLM head runs only on the masked positions (ANCHORS.md §0.1: for BERT-1 the 30522-way decoder is
+most of the compute); `forward_dense` keeps the obviously-correct dense version as a reference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tinybert.config import ModelConfig
+
+IGNORE_INDEX = -100  # label value of positions that are not predicted (as in HF and F.cross_entropy)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# attention
+
+
+def sdpa_attention(q, k, v, key_padding_mask=None, dropout_p: float = 0.0):
+    """Fast attention. q, k, v: (B, heads, T, head_size); key_padding_mask: (B, T) bool, True = real token.
+
+    With no mask we pass attn_mask=None, so on GPU the flash kernel can be used (a non-null mask rules it out,
+    ANCHORS.md §1.9). The mask only hides padded *keys*; padded queries still get (ignored) outputs.
+    """
+    attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+
+def reference_attention(q, k, v, key_padding_mask=None):
+    """Slow, obviously-correct oracle for sdpa_attention: softmax(Q K^T / sqrt(d)) V, no dropout."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(~key_padding_mask[:, None, None, :], float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused QKV projection (rows: all of Q, then K, then V)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.heads, self.head_size, self.hidden = config.heads, config.head_size, config.hidden
+        self.qkv = nn.Linear(self.hidden, 3 * self.hidden)
+        self.out = nn.Linear(self.hidden, self.hidden)
+        self.attention_dropout = config.attention_dropout
+
+    def forward(self, x, key_padding_mask=None):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split(self.hidden, dim=-1)
+        # (B, T, H) -> (B, heads, T, head_size); head i owns rows [i*head_size, (i+1)*head_size), as in HF
+        q, k, v = (t.view(B, T, self.heads, self.head_size).transpose(1, 2) for t in (q, k, v))
+        dropout_p = self.attention_dropout if self.training else 0.0
+        y = sdpa_attention(q, k, v, key_padding_mask, dropout_p)
+        y = y.transpose(1, 2).reshape(B, T, self.hidden)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    """Post-LN BERT block: x = LN(x + Drop(Attn(x))); x = LN(x + Drop(FFN(x))), FFN = Linear-GELU-Linear."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.attn = SelfAttention(config)
+        self.norm1 = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.fc1 = nn.Linear(config.hidden, config.intermediate)
+        self.fc2 = nn.Linear(config.intermediate, config.hidden)
+        self.norm2 = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, key_padding_mask=None):
+        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask)))
+        x = self.norm2(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))  # exact (erf) GELU, as BERT
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# embeddings and the conv front end
+
+
+class Embeddings(nn.Module):
+    """word + absolute position + token type embeddings, then LayerNorm and dropout.
+
+    No `padding_idx`: the authors' builders passed pad=101 ([CLS]) by mistake, which zeroed the [CLS] row and
+    froze it (PAPER.md §4.3). Padded positions are handled by the attention mask instead.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden)
+        self.position_embeddings = nn.Embedding(config.max_position, config.hidden)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden)
+        self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids, token_type_ids=None):
+        T = input_ids.size(1)
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(f"sequence length {T} > max_position {self.position_embeddings.num_embeddings}")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos)
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]  # all segment 0, without building a zeros tensor
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.drop(self.norm(x))
+
+
+class ConvFrontEnd(nn.Module):
+    """The paper's optional conv block, placed between the embeddings and the transformer blocks.
+
+    The (B, T, H) embeddings are seen as a one-channel image (B, 1, T, H) (axes: sequence x hidden), then
+    conv_layers x [Conv2d(kernel, padding='same') -> BatchNorm2d -> GELU] with channels [1] + [D] * conv_layers,
+    then Conv2d(D -> 1, 1x1) -> BatchNorm2d(1) -> GELU, and back to (B, T, H). No residual, no LayerNorm,
+    exactly as the authors' ConvolutionLayers (PAPER.md §2.2). A kernel (16, 3) spans 16 tokens and 3 hidden
+    units; PyTorch pads an even 'same' kernel asymmetrically (7 before, 8 after).
+
+    Padding, a deliberate change: the authors ignored the mask, so padded positions leaked into real tokens
+    through the kernel and a real token's output depended on the pad embeddings. We zero the padded rows
+    before every conv and on the output, so real tokens only ever see zeros where padding is (the same as
+    the conv's own 'same' zero padding at the ends of the sequence). BatchNorm statistics in training mode
+    still include those zero rows, so how much padding a batch has still shifts the normalisation a little;
+    in eval mode (running statistics) real-token outputs do not depend on padding at all.
+
+    Initialisation: the conv and BatchNorm layers keep PyTorch's default init (init_weights skips them), as in
+    the authors' code, where the block was inserted after Hugging Face's post_init.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        channels = [1] + [config.conv_channels] * config.conv_layers
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, config.conv_kernel, padding="same") for c_in, c_out in zip(channels, channels[1:])
+        )
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in channels[1:])
+        self.proj = nn.Conv2d(channels[-1], 1, kernel_size=1)
+        self.proj_norm = nn.BatchNorm2d(1)
+
+    def forward(self, x, key_padding_mask=None):
+        keep = None if key_padding_mask is None else key_padding_mask[:, None, :, None]  # (B, 1, T, 1)
+        x = x.unsqueeze(1)  # (B, 1, T, H)
+        for conv, norm in zip(self.convs, self.norms):
+            if keep is not None:
+                x = x * keep.to(x.dtype)
+            x = F.gelu(norm(conv(x)))
+        x = F.gelu(self.proj_norm(self.proj(x)))  # 1x1: mixes channels only, so no zeroing needed before it
+        if keep is not None:
+            x = x * keep.to(x.dtype)
+        return x.squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoder and heads
+
+
+class BertEncoder(nn.Module):
+    """embeddings -> optional conv front end -> transformer blocks. Returns hidden states (B, T, H)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.conv = ConvFrontEnd(config) if config.conv_layers > 0 else None
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.apply(init_weights)  # so a bare encoder is usable too; the task models re-apply it to their heads
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """input_ids: (B, T) long. attention_mask: (B, T) bool/int, True/1 = real token, or None when every
+        position is real (then SDPA gets no mask and may use the flash kernel; we never inspect the mask's
+        values to decide that, which would cost a host sync). token_type_ids: (B, T) or None (= all 0)."""
+        key_padding_mask = None if attention_mask is None else attention_mask.bool()
+        x = self.embeddings(input_ids, token_type_ids)
+        if self.conv is not None:
+            x = self.conv(x, key_padding_mask)
+        for block in self.blocks:
+            x = block(x, key_padding_mask)
+        return x
+
+
+class MLMHead(nn.Module):
+    """dense H->H + GELU + LayerNorm, then the decoder (weight tied to the word embeddings) + a vocab bias."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden, config.hidden)
+        self.norm = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden, config.vocab_size, bias=False)  # weight tied by the owner
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, h):
+        h = self.norm(F.gelu(self.dense(h)))
+        # bias inside the linear: one fused addmm, and under autocast the logits stay bf16 (adding an fp32
+        # parameter afterwards would promote the whole (N, V) tensor to fp32)
+        return F.linear(h, self.decoder.weight, self.bias)
+
+
+class MLMOutput(NamedTuple):
+    loss: torch.Tensor | None    # scalar mean cross-entropy over the predicted positions
+    logits: torch.Tensor         # (N, V) for the N selected positions; (B, T, V) when no labels were given
+    labels: torch.Tensor | None  # (N,) targets matching logits' rows
+
+
+class BertForMaskedLM(nn.Module):
+    """Encoder + MLM head. Pre-training model."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertEncoder(config)
+        self.mlm_head = MLMHead(config)
+        self.mlm_head.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie, as BERT does
+        self.apply(init_weights)
+
+    def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
+        """labels: (B, T) long, IGNORE_INDEX (-100) where the position is not predicted.
+
+        The head runs only on the N selected positions: logits (N, V), labels (N,). Finding them
+        (nonzero) is the one host sync of the forward. Without labels, logits for every position (B, T, V).
+        """
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        if labels is None:
+            return MLMOutput(None, self.mlm_head(hidden), None)
+        flat_labels = labels.reshape(-1)
+        idx = flat_labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
+        targets = flat_labels.index_select(0, idx)
+        logits = self.mlm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, idx))
+        # sum / max(N, 1) rather than mean: a batch with nothing masked gives loss 0 (with a graph), not NaN
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(idx.numel(), 1)
+        return MLMOutput(loss, logits, targets)
+
+    def forward_dense(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
+        """Reference: the head on every position (as HF does), CE with ignore_index. logits (B, T, V)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        logits = self.mlm_head(hidden)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1),
+                                   ignore_index=IGNORE_INDEX)
+        return MLMOutput(loss, logits, labels)
+
+
+class LoadReport(NamedTuple):
+    missing_keys: list[str]  # encoder keys the state dict did not have (left as initialised)
+    unused_keys: list[str]   # state dict keys that were not encoder weights (e.g. the MLM head)
+
+
+class BertForSequenceClassification(nn.Module):
+    """Encoder + pooler (dense + tanh on [CLS], position 0) + dropout + linear. Fine-tuning model.
+
+    As in the authors' setup, the pooler is not part of pre-training (BertForMaskedLM has none), so it starts
+    fresh together with the classifier, in both the pre-trained and the from-scratch arms.
+    """
+
+    def __init__(self, config: ModelConfig, num_labels: int):
+        super().__init__()
+        self.config = config
+        self.num_labels = num_labels
+        self.bert = BertEncoder(config)
+        self.pooler = nn.Linear(config.hidden, config.hidden)
+        self.drop = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.hidden, num_labels)
+        self.apply(init_weights)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        """-> logits (B, num_labels)."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        return self.classifier(self.drop(pooled))
+
+    def load_encoder_state(self, state_dict: dict) -> LoadReport:
+        """Copy encoder weights from a BertForMaskedLM (keys 'bert.*') or a bare BertEncoder state dict.
+
+        Returns the encoder keys not found and the given keys not used; a shape mismatch is an error (the
+        authors' load_state_dict(strict=False) hid real mismatches, PAPER.md §4.9).
+        """
+        state_dict = _strip_wrapper_prefixes(state_dict)
+        if any(k.startswith("bert.") for k in state_dict):
+            source = {k[len("bert."):]: v for k, v in state_dict.items() if k.startswith("bert.")}
+            unused = [k for k in state_dict if not k.startswith("bert.")]
+        else:
+            source, unused = dict(state_dict), []
+        own = self.bert.state_dict()
+        missing = [f"bert.{k}" for k in own if k not in source]
+        unused += [f"bert.{k}" for k in source if k not in own]
+        for k, v in source.items():
+            if k in own and own[k].shape != v.shape:
+                raise ValueError(f"load_encoder_state: shape mismatch for bert.{k}: checkpoint "
+                                 f"{tuple(v.shape)} vs model {tuple(own[k].shape)} (different config?)")
+        with torch.no_grad():
+            for k, v in source.items():
+                if k in own:
+                    own[k].copy_(v)
+        return LoadReport(sorted(missing), sorted(unused))
+
+
+def _strip_wrapper_prefixes(state_dict: dict) -> dict:
+    """Drop the prefixes torch.compile ('_orig_mod.') and DDP ('module.') add, so they cannot make every key
+    look missing."""
+    out = {}
+    for k, v in state_dict.items():
+        while k.startswith(("_orig_mod.", "module.")):
+            k = k.split(".", 1)[1]
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# init, parameter counts, FLOPs
+
+
+def init_weights(module: nn.Module) -> None:
+    """BERT init (initializer_range 0.02): Linear/Embedding weights N(0, 0.02), biases 0, LayerNorm 1/0.
+
+    Conv2d and BatchNorm2d keep PyTorch's default init, as in the authors' code (PAPER.md §2.2).
+    Use as model.apply(init_weights).
+    """
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    elif isinstance(module, MLMHead):
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameter values; a tied weight is counted once (BatchNorm running stats are
+    buffers and are not counted). Matches the counts in PAPER.md §2.4."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_macs_per_token(config: ModelConfig) -> int:
+    """Multiply-adds of the conv front end per token: every token is H 'pixels' of the (T, H) image."""
+    if config.conv_layers == 0:
+        return 0
+    kh, kw = config.conv_kernel
+    channels = [1] + [config.conv_channels] * config.conv_layers
+    per_pixel = sum(c_in * c_out * kh * kw for c_in, c_out in zip(channels, channels[1:]))
+    per_pixel += channels[-1]  # the final 1x1 conv to one channel
+    return per_pixel * config.hidden
+
+
+def encoder_macs_per_token(config: ModelConfig, seq_len: int = 128) -> int:
+    """Forward multiply-adds of the encoder per token (weights of the matmuls, attention scores and
+    weighted sum over seq_len keys, the conv front end); embeddings lookups, norms and biases are ignored.
+    128 * this matches the "Forward GMACs" column of PAPER.md §2.4."""
+    H = config.hidden
+    per_layer = 4 * H * H + 2 * H * config.intermediate  # QKV + out projection, FFN
+    per_layer += 2 * seq_len * H                          # Q K^T and P V
+    return config.layers * per_layer + conv_macs_per_token(config)
+
+
+def flops_per_token(config: ModelConfig, mlm_fraction: float = 0.15, seq_len: int = 128) -> float:
+    """Training FLOPs per input token of BertForMaskedLM (used for MFU by the benchmark).
+
+    6 x forward MACs (2 FLOPs per MAC, backward ~ 2x forward), the usual approximation; it includes the
+    attention term and the conv front end. The MLM head (dense H*H + tied decoder H*V) runs only on the
+    masked fraction of tokens, as in BertForMaskedLM.forward; pass mlm_fraction=1.0 for forward_dense.
+    """
+    head = config.hidden * config.hidden + config.hidden * config.vocab_size
+    return 6.0 * (encoder_macs_per_token(config, seq_len) + mlm_fraction * head)
