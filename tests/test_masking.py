@@ -1,0 +1,69 @@
+"""Masking statistics and invariants (tinybert/masking.py)."""
+
+import torch
+
+from tinybert.masking import MLMMasker, is_special_token
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]"] + [f"w{i}" for i in range(200)]
+PAD, UNK, CLS, SEP, MASK = range(5)
+
+
+def make_batch(rows=256, length=100, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, len(VOCAB), (rows, length), generator=g)
+    ids[:, 0] = CLS
+    lengths = torch.randint(10, length, (rows,), generator=g)
+    for r, n in enumerate(lengths.tolist()):
+        ids[r, n] = SEP
+        ids[r, n + 1:] = PAD
+    ids[::7, 5] = UNK
+    return ids
+
+
+def test_special_token_rule():
+    assert is_special_token("[PAD]") and is_special_token("[unused12]")
+    assert not is_special_token("[") and not is_special_token("word") and not is_special_token("##]")
+
+
+def test_rates_and_targets():
+    ids = make_batch()
+    masker = MLMMasker(VOCAB, MASK, 0.15)
+    masked, labels = masker(ids, torch.Generator().manual_seed(1))
+    selected = labels != -100
+    maskable = ids >= 6
+    # only maskable positions are ever selected, and labels hold the original ids
+    assert not (selected & ~maskable).any()
+    assert torch.equal(labels[selected], ids[selected])
+    rate = selected.sum().item() / maskable.sum().item()
+    assert abs(rate - 0.15) < 0.01, rate
+    # 80 / 10 / 10 among the selected
+    n = selected.sum().item()
+    to_mask = (masked == MASK) & selected
+    unchanged = (masked == ids) & selected
+    random = selected & ~to_mask & ~unchanged
+    assert abs(to_mask.sum().item() / n - 0.8) < 0.03
+    # a random replacement can coincide with the original id (1/200), so "unchanged" is ~10% + a hair
+    assert abs(unchanged.sum().item() / n - 0.1) < 0.02
+    assert abs(random.sum().item() / n - 0.1) < 0.02
+    # random replacements are never special tokens; unselected positions are untouched
+    assert (masked[random] >= 6).all()
+    assert torch.equal(masked[~selected], ids[~selected])
+
+
+def test_deterministic_given_generator():
+    ids = make_batch(rows=8)
+    masker = MLMMasker(VOCAB, MASK)
+    a = masker(ids, torch.Generator().manual_seed(3))
+    b = masker(ids, torch.Generator().manual_seed(3))
+    c = masker(ids, torch.Generator().manual_seed(4))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[1], c[1])
+
+
+def test_every_row_with_maskable_tokens_gets_a_target():
+    ids = torch.tensor([[CLS, 10, SEP, PAD], [CLS, SEP, PAD, PAD]])
+    masker = MLMMasker(VOCAB, MASK, 0.01)
+    for seed in range(20):
+        _, labels = masker(ids, torch.Generator().manual_seed(seed))
+        assert (labels[0] != -100).sum() >= 1
+        assert (labels[1] == -100).all()  # nothing maskable in that row

@@ -1,0 +1,114 @@
+"""The MLM loop (tinybert/pretrain.py): learning, exact resume, divergence handling, schedules."""
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from tinybert.checkpoint import load_checkpoint
+from tinybert.config import make_model_config
+from tinybert.model import BertForMaskedLM
+from tinybert.pretrain import PretrainConfig, TrainingDiverged, lr_multiplier, pretrain
+from tinybert.runtime import Precision
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
+FP32 = Precision("fp32", "test")
+CPU = torch.device("cpu")
+
+
+def corpus(rows=48, width=16, seed=0):
+    """Rows of a tiny language: each row alternates two words, drawn with Zipf-like frequencies (learnable)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((rows, width), dtype=np.uint16)
+    for r in range(rows):
+        n = rng.integers(8, width - 1)
+        a, b = 5 + np.minimum(rng.zipf(1.5, size=2) - 1, 44)
+        out[r, 0] = 2
+        out[r, 1:n + 1] = np.where(np.arange(n) % 2 == 0, a, b)
+        out[r, n + 1] = 3
+    return out
+
+
+def model(seed=0):
+    torch.manual_seed(seed)
+    cfg = make_model_config("tiny", vocab_size=len(VOCAB), max_position=16, dropout=0.1, attention_dropout=0.1)
+    return BertForMaskedLM(cfg)
+
+
+def run(out, cfg, resume=False, net=None, m=None, eval_rows=None):
+    m = m or model()
+    eval_rows = corpus(16, seed=1) if eval_rows is None else eval_rows
+    return m, pretrain(m, VOCAB, 4, 0, corpus(), eval_rows, cfg, out, CPU, FP32, resume=resume,
+                       ddp_model=net, show_progress=False)
+
+
+def test_loss_falls_and_metrics_written(tmp_path):
+    cfg = PretrainConfig(epochs=12, batch_size=8, lr=1e-2, seed=0, log_every=3)
+    _, final = run(tmp_path, cfg, eval_rows=corpus()[:16])  # memorising the training rows is enough here
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == list(range(12))
+    first, last = float(rows[0]["eval_loss"]), float(rows[-1]["eval_loss"])
+    assert last < first - 0.4, (first, last)
+    assert float(rows[-1]["eval_acc"]) >= float(rows[0]["eval_acc"])
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", kind="mlm")
+    assert ckpt["progress"] == {"epoch": 12, "batch": 0, "step": 12 * 6}
+    assert ckpt["vocab"] == VOCAB
+
+
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path):
+    cfg = PretrainConfig(epochs=3, batch_size=8, lr=1e-3, seed=3, log_every=2)
+    whole, _ = run(tmp_path / "a", cfg)
+    # interrupted after 8 steps (epoch 1, batch 2), then resumed in a fresh model
+    cut = PretrainConfig(**{**cfg.__dict__, "max_steps": 8})
+    run(tmp_path / "b", cut)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["progress"] == {"epoch": 1, "batch": 2, "step": 8}
+    resumed, _ = run(tmp_path / "b", cfg, resume=True, m=model(seed=123))
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    with open(tmp_path / "b" / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2]
+
+
+def test_resume_rejects_changed_settings(tmp_path):
+    cfg = PretrainConfig(epochs=1, batch_size=8, seed=0)
+    run(tmp_path, cfg)
+    with pytest.raises(ValueError, match="'lr'"):
+        run(tmp_path, PretrainConfig(epochs=2, batch_size=8, seed=0, lr=1.0), resume=True)
+
+
+class NaNAfter(torch.nn.Module):
+    """Wraps a model and poisons its loss from the n-th call on."""
+
+    def __init__(self, inner, n):
+        super().__init__()
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def forward(self, *args):
+        out = self.inner(*args)
+        self.calls += 1
+        return out._replace(loss=out.loss * float("nan")) if self.calls >= self.n else out
+
+
+def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = PretrainConfig(epochs=1, batch_size=8, seed=0, log_every=1)
+    run(tmp_path, cfg)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    m = model()
+    cfg2 = PretrainConfig(epochs=3, batch_size=8, seed=0, log_every=1)
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        run(tmp_path, cfg2, resume=True, net=NaNAfter(m, 2), m=m)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_schedules():
+    cfg = PretrainConfig(epochs=4, warmup_steps=0)
+    assert lr_multiplier(0, cfg, 10) == 1.0
+    assert lr_multiplier(20, cfg, 10) == pytest.approx(0.5)
+    assert lr_multiplier(39, cfg, 10) == pytest.approx(1 / 40)
+    warm = PretrainConfig(epochs=4, warmup_steps=4)
+    assert lr_multiplier(0, warm, 10) == pytest.approx(0.25) and lr_multiplier(3, warm, 10) == 1.0
+    paper = PretrainConfig(epochs=4, schedule="paper-epoch")
+    assert [lr_multiplier(s, paper, 10) for s in (0, 9, 10, 25, 39)] == [0, 0, 1, pytest.approx(2 / 3),
+                                                                         pytest.approx(1 / 3)]

@@ -1,0 +1,62 @@
+"""Dynamic masking for masked-language-model pre-training (BERT's 80/10/10 rule), redrawn for every batch.
+
+Of the maskable tokens (everything except [PAD], [UNK], [CLS], [SEP], [MASK] and other bracketed vocabulary
+entries such as bert-base-uncased's [unused0..98]) each is selected with probability `mlm_prob` (0.15).
+Of the selected: 80% become [MASK], 10% a random non-special token, 10% stay unchanged. Labels hold the
+original id at selected positions and -100 elsewhere, so the loss (and the sparse MLM head) only sees the
+selected positions.
+
+Differences from the authors' code (see ../shared/docs/PAPER.md §4.8), on purpose:
+  * random replacements are drawn from non-special tokens only (theirs could insert [CLS] or [unused7]);
+  * [UNK] is never a target (predicting "unknown" teaches nothing);
+  * a row with maskable tokens but no selection gets one random maskable position selected, so every batch has
+    targets (the loss of an empty selection is undefined). At 15% of ~100 tokens this almost never triggers.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def is_special_token(token: str) -> bool:
+    """Special tokens are bracketed: [PAD], [CLS], [unused17], ... ."""
+    return len(token) > 2 and token.startswith("[") and token.endswith("]")
+
+
+class MLMMasker:
+    """Holds the vocabulary-derived tables once; `__call__` masks one batch."""
+
+    def __init__(self, vocab: list[str], mask_id: int, mlm_prob: float = 0.15):
+        if not 0.0 < mlm_prob < 1.0:
+            raise ValueError(f"mlm_prob must be in (0, 1), got {mlm_prob}")
+        special = torch.tensor([is_special_token(t) for t in vocab], dtype=torch.bool)
+        if special.all():
+            raise ValueError("the vocabulary has no non-special token to predict")
+        self.mask_id = mask_id
+        self.mlm_prob = mlm_prob
+        self.special = special                                    # (V,) bool lookup table
+        self.replacement_ids = (~special).nonzero().squeeze(1)    # ids a random replacement may take
+
+    def __call__(self, input_ids: torch.Tensor, generator: torch.Generator | None = None):
+        """input_ids (B, T) long on CPU -> (masked input_ids, labels), both (B, T) long."""
+        maskable = ~self.special[input_ids]
+        rand = torch.rand(input_ids.shape, generator=generator)
+        selected = (rand < self.mlm_prob) & maskable
+        # Guarantee at least one target in rows that have any maskable token (see module docstring).
+        empty_rows = ~selected.any(dim=1) & maskable.any(dim=1)
+        if empty_rows.any():
+            pick = torch.where(maskable, rand, torch.full_like(rand, 2.0)).argmin(dim=1)
+            selected[empty_rows, pick[empty_rows]] = True
+
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+        # One uniform draw decides the 80/10/10 split of the selected positions.
+        action = torch.rand(input_ids.shape, generator=generator)
+        to_mask = selected & (action < 0.8)
+        to_random = selected & (action >= 0.8) & (action < 0.9)
+        masked = input_ids.clone()
+        masked[to_mask] = self.mask_id
+        n_random = int(to_random.sum())
+        if n_random:
+            choice = torch.randint(len(self.replacement_ids), (n_random,), generator=generator)
+            masked[to_random] = self.replacement_ids[choice]
+        return masked, labels

@@ -1,0 +1,104 @@
+"""Device, precision and seeding: the run-time choices every loop (pre-training, fine-tuning, benchmarks) shares.
+
+`choose_precision("auto", device)` decides once, and says why:
+  * CUDA with bf16 support (Ampere and newer) -> bf16 autocast, no grad scaler;
+  * older CUDA GPUs                          -> fp16 autocast + a GradScaler;
+  * CPUs with native bf16 matmul (AVX512-BF16 or AMX) -> bf16 autocast;
+  * other CPUs                                -> fp32. On such CPUs bf16 matmuls are emulated and measured ~4x
+    slower than fp32 (see README, "Speed"), so autocast would cost time instead of saving it.
+An explicit ``--precision bf16|fp16|fp32`` always wins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """'auto' -> cuda if available, else mps, else cpu. Anything else is passed to torch.device."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU advertises bf16 matmul instructions (Linux /proc/cpuinfo flags)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str          # 'bf16' | 'fp16' | 'fp32'
+    reason: str        # one line, printed at the start of a run
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self, device: torch.device):
+        """The autocast context for the forward pass (a no-op for fp32)."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.dtype)
+
+
+def choose_precision(requested: str, device: torch.device) -> Precision:
+    if requested not in PRECISIONS:
+        raise ValueError(f"--precision {requested!r}: expected one of {', '.join(PRECISIONS)}")
+    if requested != "auto":
+        if requested == "fp16" and device.type == "cpu":
+            raise ValueError("--precision fp16 is not supported on CPU; use bf16 or fp32")
+        return Precision(requested, "requested with --precision")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", "auto: this GPU supports bf16")
+        return Precision("fp16", "auto: this GPU lacks bf16, so fp16 with a grad scaler")
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return Precision("bf16", "auto: this CPU has native bf16 matmul (AVX512-BF16/AMX)")
+        return Precision("fp32", "auto: this CPU has no native bf16 matmul (emulated bf16 is slower than fp32)")
+    return Precision("fp32", f"auto: fp32 on {device.type}")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """The global torch RNG states (CPU and CUDA), for checkpoints. Dropout draws from these."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
