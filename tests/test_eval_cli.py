@@ -1,0 +1,246 @@
+"""eval.py end to end through main(argv), on a tiny CSV task in tmp_path (CPU, tiny models, 1-2 epochs).
+
+The task reader (data_prep/tasks.py) is replaced by a small stub that follows its contract, so these tests do not
+depend on it; `test_real_reader_csv` runs the real one when it is importable.
+"""
+
+import csv
+import importlib.util
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tinybert.checkpoint import save_checkpoint
+from tinybert.config import make_model_config
+from tinybert.model import BertForMaskedLM
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("eval_cli", ROOT / "eval.py")
+evalcli = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(evalcli)
+
+WORDS = ["good", "bad"] + [f"w{i}" for i in range(12)]
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------- stub task reader
+
+
+class StubTaskDataError(ValueError):
+    pass
+
+
+@dataclass
+class Example:
+    text: str
+    label: int
+
+
+@dataclass
+class TaskData:
+    name: str
+    setting: str
+    label_names: list
+    train: list
+    val: list
+    test: list
+    notes: list = field(default_factory=list)
+    sources: list = field(default_factory=list)
+
+
+def read_rows(path, text_col, label_col):
+    if not Path(path).is_file():
+        raise StubTaskDataError(f"{path} does not exist")
+    with open(path, newline="") as f:
+        return [(r[text_col], r[label_col]) for r in csv.DictReader(f)]
+
+
+def stub_load_task(name, data_dir=None, *, setting=None, train_per_label=None, test_per_label=None,
+                   val_per_label=None, seed=0, train_file=None, test_file=None, text_col=None, label_col=None):
+    assert name == "csv"
+    train = read_rows(train_file, text_col or "text", label_col or "label")
+    test = read_rows(test_file, text_col or "text", label_col or "label")
+    names = sorted({y for _, y in train})
+    random.Random(seed).shuffle(train)
+    n_val = len(train) // 4
+    ex = lambda rows: [Example(t, names.index(y)) for t, y in rows]
+    return TaskData("csv", setting or "default", names, ex(train[n_val:]), ex(train[:n_val]), ex(test),
+                    notes=[f"stub reader, seed {seed}"], sources=[str(train_file)])
+
+
+@pytest.fixture
+def stub(monkeypatch):
+    monkeypatch.setattr(evalcli, "task_reader", lambda: (stub_load_task, StubTaskDataError))
+
+
+# ----------------------------------------------------------------------------------------------- fixtures
+
+
+def write_csv(path, n, seed):
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["sentence", "sentiment"])
+        for i in range(n):
+            label = ["pos", "neg"][i % 2]
+            words = [f"w{rng.randrange(12)}" for _ in range(rng.randrange(2, 8))]
+            for _ in range(2):
+                words.insert(rng.randrange(len(words) + 1), "good" if label == "pos" else "bad")
+            w.writerow([" ".join(words), label])
+    return path
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    return {"train": write_csv(tmp_path / "train.csv", 40, 0), "test": write_csv(tmp_path / "test.csv", 12, 1),
+            "vocab": tmp_path / "vocab.txt", "dir": tmp_path}
+
+
+def checkpoint(path, seed):
+    torch.manual_seed(seed)
+    cfg = make_model_config("tiny", vocab_size=len(VOCAB), max_position=16, pad_id=0)
+    save_checkpoint(path, {"kind": "mlm", "model_config": cfg.to_dict(), "vocab": VOCAB,
+                           "model": BertForMaskedLM(cfg).state_dict()})
+    return str(path)
+
+
+def base_args(files, out, *extra):
+    return ["--task", "csv", "--train", str(files["train"]), "--test", str(files["test"]),
+            "--text-col", "sentence", "--label-col", "sentiment", "--out", str(out), "--device", "cpu",
+            "--precision", "fp32", "--batch-size", "8", "--max-length", "16", "--lr", "1e-3", "--no-progress",
+            *extra]
+
+
+# ------------------------------------------------------------------------------------------------- runs
+
+
+def test_scratch_two_seeds(stub, files, capsys):
+    out = files["dir"] / "scratch"
+    rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                "--epochs", "2", "--seeds", "0", "1"))
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["task"] == "csv" and res["setting"] == "default" and res["complete"] is True
+    assert res["pretrained"] is False and res["checkpoints"] == [] and res["seeds"] == [0, 1]
+    assert res["label_names"] == ["neg", "pos"]
+    assert res["notes"] == ["stub reader, seed 0", "stub reader, seed 1"]
+    assert res["config"]["finetune"]["epochs"] == 2 and res["config"]["models"][0]["heads"] == 2
+    assert len(res["runs"]) == 2
+    for run in res["runs"]:
+        assert run["data"] == {"train": 30, "val": 10, "test": 12, "num_labels": 2}
+        (member,) = run["members"]
+        assert len(member["curve"]) == 2 and member["selection"] == "val"
+        assert np.array(member["confusion"]).shape == (2, 2) and np.sum(member["confusion"]) == 12
+        assert member["selected_test_acc"] == member["curve"][member["selected_epoch"]]["test_acc"]
+        assert "committee" not in run
+    summary = res["summary"]
+    accs = [r["members"][0]["selected_test_acc"] for r in res["runs"]]
+    assert summary["selected_test_acc"]["values"] == accs
+    assert summary["selected_test_acc"]["mean"] == pytest.approx(np.mean(accs))
+    assert summary["selected_test_acc"]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert "final_test_acc" in summary and "committee" not in summary
+    probs = np.load(out / "probs_seed1.npz")
+    assert probs["probs"].shape == (1, 12, 2) and probs["labels"].shape == (12,)
+    assert not (out / "results.partial.json").exists()
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("csv: tiny (random init) test acc") and "2 seed(s)" in last
+
+    # an existing results.json is never overwritten silently
+    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1"))
+    assert rc == 2 and "--overwrite" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
+    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1",
+                                "--overwrite"))
+    assert rc == 0 and json.loads((out / "results.json").read_text())["seeds"] == [0]
+
+
+def test_committee_of_checkpoints(stub, files, capsys):
+    a, b = checkpoint(files["dir"] / "a" / "checkpoint.pt", 0), checkpoint(files["dir"] / "b" / "checkpoint.pt", 1)
+    out = files["dir"] / "committee"
+    assert evalcli.main(base_args(files, out, "--checkpoint", a, b, "--epochs", "2", "--orders", "5")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["pretrained"] is True and res["checkpoints"] == [a, b]
+    run = res["runs"][0]
+    assert [m["init_seed"] for m in run["members"]] == [0, evalcli.MEMBER_SEED_STRIDE]
+    report = run["members"][0]["load_report"]
+    assert report["missing_keys"] == [] and all(k.startswith("mlm_head.") for k in report["unused_keys"])
+    for agg in ("probs", "logits"):
+        curve = run["committee"][agg]
+        assert curve["k"] == [1, 2] and curve["orders"] == 5 and len(curve["random_mean"]) == 2
+        assert curve["given"][0] == pytest.approx(run["members"][0]["selected_test_acc"])
+    com = res["summary"]["committee"]["probs"]
+    assert com["given"][1]["values"] == [run["committee"]["probs"]["given"][1]]
+    assert res["summary"]["selected_test_acc"] == com["given"][-1]
+    assert [m["name"] for m in res["summary"]["members"]] == ["a", "b"]
+    assert np.load(out / "probs_seed0.npz")["probs"].shape == (2, 12, 2)
+    assert "committee of 2" in capsys.readouterr().out.strip().splitlines()[-1]
+
+    # member 0 of the committee is the same run as evaluating that checkpoint alone
+    single = files["dir"] / "single"
+    assert evalcli.main(base_args(files, single, "--checkpoint", a, "--epochs", "2")) == 0
+    alone = json.loads((single / "results.json").read_text())["runs"][0]["members"][0]
+    assert alone["curve"] == [{**row, "elapsed_s": alone["curve"][i]["elapsed_s"]}
+                              for i, row in enumerate(run["members"][0]["curve"])]
+
+    # the same checkpoint without its weights: the control arm
+    scratch = files["dir"] / "scratch"
+    assert evalcli.main(base_args(files, scratch, "--checkpoint", a, "--no-pretrain", "--epochs", "1")) == 0
+    res = json.loads((scratch / "results.json").read_text())
+    assert res["pretrained"] is False and res["runs"][0]["members"][0]["load_report"] is None
+
+
+@pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
+                                  "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device"])
+def test_error_exits(stub, files, capsys, case):
+    out = files["dir"] / "err"
+    ckpt = checkpoint(files["dir"] / "c.pt", 0)
+    (files["dir"] / "junk.pt").write_bytes(b"not a checkpoint")
+    args = {
+        "missing-ckpt": base_args(files, out, "--checkpoint", str(files["dir"] / "nope.pt")),
+        "corrupt-ckpt": base_args(files, out, "--checkpoint", str(files["dir"] / "junk.pt")),
+        "task-error": [a if a != str(files["train"]) else str(files["dir"] / "none.csv")
+                       for a in base_args(files, out, "--checkpoint", ckpt)],
+        "bad-epochs": base_args(files, out, "--checkpoint", ckpt, "--epochs", "0"),
+        "model-flag": base_args(files, out, "--checkpoint", ckpt, "--layers", "2"),
+        "bad-task": ["--task", "imdb"],
+        "csv-no-train": ["--task", "csv", "--checkpoint", ckpt],
+        "too-long": base_args(files, out, "--checkpoint", ckpt, "--max-length", "64"),
+        "bad-vocab": base_args(files, out, "--preset", "tiny", "--vocab", str(files["train"])),
+        "bad-device": base_args(files, out, "--checkpoint", ckpt, "--precision", "fp16"),
+    }[case]
+    assert evalcli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("data_prep.tasks") is None, reason="data_prep/tasks.py not written yet")
+def test_real_reader_csv(files, tmp_path):
+    ckpt = checkpoint(tmp_path / "c.pt", 0)
+    out = tmp_path / "real"
+    assert evalcli.main(base_args(files, out, "--checkpoint", ckpt, "--epochs", "1")) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["task"] == "csv" and len(res["runs"]) == 1 and res["complete"]
+    assert res["setting"] == "csv:train.csv" and res["label_names"] == ["neg", "pos"]
+    run = res["runs"][0]
+    assert run["data"]["test"] == 12 and run["data"]["train"] + run["data"]["val"] == 40
+    # a reader-side argument error (setting is for fewrel only) is a clean exit 2
+    assert evalcli.main(base_args(files, tmp_path / "x", "--checkpoint", ckpt, "--setting", "val16")) == 2
+    # no --test: the reader splits the training file
+    args = [a for a in base_args(files, tmp_path / "y", "--checkpoint", ckpt, "--epochs", "1")
+            if a not in ("--test", str(files["test"]))]
+    assert evalcli.main(args) == 0

@@ -1,0 +1,383 @@
+"""Classification fine-tuning and evaluation (eval.py parses flags and calls `finetune`).
+
+Where it sits in the flow: task examples (data_prep/tasks.py) -> `encode_examples` (tokenizer) -> padded batches
+-> BertForSequenceClassification (model.py) -> cross-entropy -> AdamW step; after every epoch, accuracy on the
+validation and test sets. The committee (committee.py) combines the test-set probabilities this returns.
+
+The recipe follows the authors' code (PAPER.md §2.6): AdamW, lr 5e-5, weight decay 0.01 on every parameter,
+batch 32 (the last, partial batch is kept), 50 epochs, cross-entropy, [CLS]-pooler classifier whose pooler and
+linear layer start fresh. Deliberate differences, each a documented choice:
+
+* **Selection on a validation set, never on test** (PAPER.md §4.10: the authors monitored test every epoch).
+  Test accuracy is still recorded every epoch (the curve), but the reported "selected" number is the test
+  accuracy at the epoch with the best validation accuracy (the first such epoch on ties); the last epoch's test
+  accuracy is reported next to it. Without a validation set the selection falls back to the last epoch.
+* **Per-step linear decay** by default (`schedule="linear"`); `schedule="paper-epoch"` reproduces the authors'
+  per-epoch steps lr * (E - e) / E (warmup 0).
+* **Padding to the longest row of each batch** instead of to 128. Training batches are *sort-free*: a seeded
+  random permutation per epoch, cut into batches, each padded to its own longest row (batches stay i.i.d. as in
+  the paper). Evaluation batches are *length-bucketed* (rows sorted by length, results put back in the original
+  order), which only saves compute: in eval mode a row's logits do not depend on its batch-mates or on the
+  padding (tests/test_finetune.py checks this against full padding to max_length).
+
+Speed: the encoded sets are small (at most tens of thousands of rows x 128), so they are moved to the device once;
+each batch is then an index into device tensors, with no host-to-device copy per step. The loss is accumulated
+on the device and read (one host sync) every `log_every` steps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import ModelConfig
+from .data import epoch_permutation
+from .model import BertForSequenceClassification, LoadReport
+from .pretrain import TrainingDiverged
+from .runtime import Precision
+
+SCHEDULES = ("linear", "paper-epoch")
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    max_length: int = 128          # tokens per text, [CLS] and [SEP] included (longer texts are truncated)
+    warmup_steps: int = 0
+    schedule: str = "linear"       # 'linear': decay per optimiser step; 'paper-epoch': the authors' per-epoch steps
+    seed: int = 0                  # the batch order (model init and dropout are seeded by the caller)
+    log_every: int = 50
+    eval_batch_size: int = 256
+    restore_best: bool = True      # leave the model holding the selected (best-validation) weights at the end
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"FinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2 (room for [CLS] and [SEP]), got {self.max_length}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0 (got {self.lr}, "
+                             f"{self.weight_decay}, {self.warmup_steps})")
+
+
+def finetune_lr_multiplier(step: int, cfg: FinetuneConfig, steps_per_epoch: int) -> float:
+    """The learning-rate factor for optimiser step `step` (0-based)."""
+    if cfg.schedule == "paper-epoch":
+        # get_linear_schedule_with_warmup(warmup=0, total=epochs) stepped once per epoch (PAPER.md §2.6)
+        return (cfg.epochs - step // steps_per_epoch) / cfg.epochs
+    total = cfg.epochs * steps_per_epoch
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    return max(0.0, (total - step) / max(total - cfg.warmup_steps, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# encoding and batching
+
+
+class EncodedExamples(NamedTuple):
+    ids: list[list[int]]   # token ids per text, [CLS] ... [SEP], at most max_length long
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def encode_examples(tokenizer, examples: Sequence, max_length: int) -> EncodedExamples:
+    """Tokenize `examples` (objects with .text and .label) -> (id lists, labels)."""
+    ids = tokenizer.encode_batch([ex.text for ex in examples], add_special_tokens=True, max_length=max_length)
+    return EncodedExamples(ids, [int(ex.label) for ex in examples])
+
+
+class DeviceBatches:
+    """An encoded set held on the device as one right-padded (N, L) tensor, plus lengths and labels.
+
+    `batch(rows)` cuts rows to the longest of them; the mask is None when all of them are that long (then SDPA
+    may pick its fastest kernel). Row lengths stay on the host too, so choosing a width never syncs.
+    """
+
+    def __init__(self, data: EncodedExamples, pad_id: int, device: torch.device, pad_to: int | None = None):
+        lengths = np.array([len(x) for x in data.ids], dtype=np.int64)
+        if len(lengths) and lengths.min() < 1:
+            raise ValueError("an encoded example has no tokens")
+        width = int(lengths.max(initial=1)) if pad_to is None else pad_to
+        if pad_to is not None and lengths.max(initial=0) > pad_to:
+            raise ValueError(f"an example has {lengths.max()} tokens, more than pad_to={pad_to}")
+        ids = torch.full((len(lengths), width), pad_id, dtype=torch.long)
+        for r, row in enumerate(data.ids):
+            ids[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+        self.lengths = lengths
+        self.pad_to = pad_to
+        self.ids = ids.to(device)
+        self.lengths_dev = torch.from_numpy(lengths).to(device)
+        self.labels = torch.tensor(data.labels, dtype=torch.long).to(device)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, rows: np.ndarray):
+        """rows: host int array -> (ids (b, w), mask (b, w) bool or None, labels (b,)), all on the device."""
+        width = self.pad_to or int(self.lengths[rows].max())
+        index = torch.from_numpy(np.ascontiguousarray(rows)).to(self.device, non_blocking=True)
+        ids = self.ids.index_select(0, index)[:, :width]
+        if (self.lengths[rows] == width).all():
+            mask = None
+        else:
+            mask = torch.arange(width, device=self.device)[None, :] < self.lengths_dev.index_select(0, index)[:, None]
+        return ids, mask, self.labels.index_select(0, index)
+
+    def train_batches(self, batch_size: int, seed: int, epoch: int):
+        """Sort-free: a seeded permutation of the rows per epoch, cut into batches (the last may be short)."""
+        order = epoch_permutation(len(self), seed, epoch).numpy()
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def eval_batches(self, batch_size: int):
+        """Length-bucketed: rows sorted by length; yields (rows, batch) so results can be put back in order."""
+        order = np.argsort(self.lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            yield rows, self.batch(rows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+@torch.no_grad()
+def predict_logits(model, batches: DeviceBatches, batch_size: int, device: torch.device,
+                   precision: Precision) -> torch.Tensor:
+    """Logits (N, C) in float32, in the rows' original order, on the device. Eval mode for the duration."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(batches), model.num_labels, device=device)
+    for rows, (ids, mask, _) in batches.eval_batches(batch_size):
+        with precision.autocast(device):
+            logits = model(ids, mask)
+        out.index_copy_(0, torch.from_numpy(rows).to(device, non_blocking=True), logits.float())
+    model.train(was_training)
+    return out
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_labels: int) -> torch.Tensor:
+    """(C, C) counts; rows = true label, columns = predicted label."""
+    return torch.bincount(labels * num_labels + preds, minlength=num_labels * num_labels).view(num_labels,
+                                                                                               num_labels)
+
+
+class EvalResult(NamedTuple):
+    loss: float
+    acc: float
+    logits: torch.Tensor  # (N, C) float32 on the device
+
+
+def evaluate(model, batches: DeviceBatches | None, batch_size: int, device, precision) -> EvalResult | None:
+    if batches is None or len(batches) == 0:
+        return None
+    logits = predict_logits(model, batches, batch_size, device, precision)
+    loss = F.cross_entropy(logits, batches.labels).item()
+    acc = (logits.argmax(-1) == batches.labels).float().mean().item()
+    return EvalResult(loss, acc, logits)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# model construction
+
+
+def build_classifier(checkpoint, config: ModelConfig | None, num_labels: int
+                     ) -> tuple[BertForSequenceClassification, LoadReport | None]:
+    """A classifier whose encoder comes from an MLM checkpoint (a path, or a dict from load_checkpoint), or
+    random init when `checkpoint` is None. The pooler and the linear layer are always fresh (PAPER.md §2.2).
+
+    Strict where the authors were not (PAPER.md §4.9): the checkpoint's model_config must equal `config` (when
+    given), every encoder weight must be present, and no encoder-looking key ('bert.*') may go unused; only the
+    MLM head's keys may be left over. Any violation is a CheckpointError. Returns (model on CPU, LoadReport or
+    None for random init). Seed the global RNG before calling: the fresh layers draw from it.
+    """
+    if checkpoint is None:
+        if config is None:
+            raise ValueError("build_classifier: random init needs a ModelConfig")
+        return BertForSequenceClassification(config, num_labels), None
+    if isinstance(checkpoint, (str, Path)):
+        where = str(checkpoint)
+        ckpt = load_checkpoint(checkpoint, kind="mlm")
+    else:
+        ckpt = checkpoint
+        where = ckpt.get("path", "<checkpoint dict>")
+    try:
+        saved = ModelConfig.from_dict(ckpt["model_config"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {where}: bad model_config: {exc}") from None
+    if config is not None and config.to_dict() != saved.to_dict():
+        diff = [k for k in saved.to_dict() if saved.to_dict()[k] != config.to_dict()[k]]
+        raise CheckpointError(f"checkpoint {where} was pre-trained with a different model config "
+                              f"(fields {', '.join(diff)} differ)")
+    model = BertForSequenceClassification(saved, num_labels)
+    try:
+        report = model.load_encoder_state(ckpt["model"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {where}: {exc}") from None
+    stray = [k for k in report.unused_keys if k.startswith("bert.")]
+    if report.missing_keys or stray:
+        raise CheckpointError(
+            f"checkpoint {where} does not match its model config: "
+            + (f"{len(report.missing_keys)} encoder weight(s) missing (e.g. {', '.join(report.missing_keys[:3])})"
+               if report.missing_keys else "")
+            + ("; " if report.missing_keys and stray else "")
+            + (f"{len(stray)} encoder weight(s) the model lacks (e.g. {', '.join(stray[:3])})" if stray else ""))
+    return model, report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: EncodedExamples | None,
+             test: EncodedExamples, cfg: FinetuneConfig, device: torch.device, precision: Precision,
+             show_progress: bool = True, desc: str = "fine-tune") -> dict:
+    """Fine-tune `model` (already on `device`) on `train`; evaluate `val` and `test` after every epoch.
+
+    Returns a dict:
+      curve               [{epoch, lr, train_loss, val_loss, val_acc, test_loss, test_acc, elapsed_s}] per epoch
+      selection           'val' or 'final' (no validation set)
+      selected_epoch      0-based epoch of the best validation accuracy (first on ties)
+      best_val_acc, selected_test_acc, final_val_acc, final_test_acc, steps, train_seconds
+      confusion           (C, C) list of lists for the selected model on test (rows true, columns predicted)
+      test_logits, test_probs   numpy (N, C) float32 of the selected model, rows in test order
+      final_test_probs    numpy (N, C) of the last epoch's model
+      test_labels         numpy (N,)
+    With cfg.restore_best the model is left holding the selected weights; the selected test outputs are
+    recomputed from those weights (a check that the kept state is the one that was selected).
+    """
+    num_labels = model.num_labels
+    for name, data in (("train", train), ("val", val), ("test", test)):
+        if data is None:
+            continue
+        bad = [y for y in data.labels if not 0 <= y < num_labels]
+        if bad:
+            raise ValueError(f"{name} set has label {bad[0]} outside 0..{num_labels - 1}")
+        too_long = [len(x) for x in data.ids if len(x) > model.config.max_position]
+        if too_long:
+            raise ValueError(f"{name} set has a {too_long[0]}-token example; the model has only "
+                             f"{model.config.max_position} positions (lower max_length)")
+    if len(train) == 0 or len(test) == 0:
+        raise ValueError(f"need a non-empty train and test set (got {len(train)} and {len(test)} examples)")
+
+    pad_id = model.config.pad_id
+    train_b = DeviceBatches(train, pad_id, device)
+    val_b = DeviceBatches(val, pad_id, device) if val is not None and len(val) else None
+    test_b = DeviceBatches(test, pad_id, device)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: finetune_lr_multiplier(s, cfg, steps_per_epoch))
+    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
+
+    curve: list[dict] = []
+    best_val, best_epoch, best_state = -1.0, -1, None
+    last_test: EvalResult | None = None
+    step = 0
+    start = time.perf_counter()
+    bar = tqdm(total=total_steps, unit="step", desc=desc, dynamic_ncols=True, disable=not show_progress,
+               mininterval=1.0, leave=False)
+    model.train()
+    try:
+        for epoch in range(cfg.epochs):
+            lr_epoch = scheduler.get_last_lr()[0]
+            loss_acc = torch.zeros((), device=device)  # since the last log
+            epoch_loss = torch.zeros((), device=device)
+            n_acc = 0
+            for ids, mask, labels in train_b.train_batches(cfg.batch_size, cfg.seed, epoch):
+                with precision.autocast(device):
+                    logits = model(ids, mask)
+                loss = F.cross_entropy(logits.float(), labels)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                loss_acc += loss.detach()
+                epoch_loss += loss.detach()
+                n_acc += 1
+                step += 1
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    avg = loss_acc.item() / n_acc  # the one host sync per log interval
+                    _check_finite(avg, epoch, step)
+                    bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    loss_acc.zero_()
+                    n_acc = 0
+            train_loss = epoch_loss.item() / steps_per_epoch
+            _check_finite(train_loss, epoch, step)
+            val_r = evaluate(model, val_b, cfg.eval_batch_size, device, precision)
+            last_test = evaluate(model, test_b, cfg.eval_batch_size, device, precision)
+            row = {"epoch": epoch, "lr": lr_epoch, "train_loss": train_loss,
+                   "val_loss": val_r.loss if val_r else None, "val_acc": val_r.acc if val_r else None,
+                   "test_loss": last_test.loss, "test_acc": last_test.acc,
+                   "elapsed_s": time.perf_counter() - start}
+            curve.append(row)
+            if val_r is not None and val_r.acc > best_val:
+                best_val, best_epoch = val_r.acc, epoch
+                if cfg.restore_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_test = last_test
+            if show_progress:
+                tqdm.write(f"{desc} epoch {epoch}: train loss {train_loss:.4f}"
+                           + (f"  val acc {val_r.acc:.4f}" if val_r else "")
+                           + f"  test acc {last_test.acc:.4f}")
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - start
+
+    if best_epoch < 0:  # no validation set: the last epoch is the selected one
+        selection, best_epoch, best_test = "final", cfg.epochs - 1, last_test
+    else:
+        selection = "val"
+        if cfg.restore_best:
+            model.load_state_dict(best_state)
+            best_test = evaluate(model, test_b, cfg.eval_batch_size, device, precision)
+    preds = best_test.logits.argmax(-1)
+    return {
+        "curve": curve,
+        "selection": selection,
+        "selected_epoch": best_epoch,
+        "best_val_acc": best_val if selection == "val" else None,
+        "selected_test_acc": best_test.acc,
+        "final_val_acc": curve[-1]["val_acc"],
+        "final_test_acc": last_test.acc,
+        "steps": step,
+        "train_seconds": train_seconds,
+        "confusion": confusion_matrix(test_b.labels, preds, num_labels).tolist(),
+        "test_logits": best_test.logits.cpu().numpy(),
+        "test_probs": best_test.logits.softmax(-1).cpu().numpy(),
+        "final_test_probs": last_test.logits.softmax(-1).cpu().numpy(),
+        "test_labels": test_b.labels.cpu().numpy(),
+    }
+
+
+def _check_finite(value: float, epoch: int, step: int) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"fine-tuning loss became {value} at epoch {epoch}, step {step}; "
+                               f"try a lower --lr or --precision fp32")
