@@ -122,12 +122,14 @@ def iter_articles(paths: Iterable[str | os.PathLike] | str | os.PathLike,
 
 
 def default_wiki_sources(data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The real corpus: the WikiExtractor tarballs `<data dir>/wikipedia/*.tar.xz`, sorted by name."""
-    expected = "the WikiExtractor tarballs wikipedia/*.tar.xz (see wikipedia/PROVENANCE.md)"
+    """The real corpus, sorted by name: the WikiExtractor tarballs `<data dir>/wikipedia/*.tar.xz` and JSON-lines
+    exports `*.jsonl` (what `python -m data_prep.download wikipedia` writes)."""
+    expected = ("the WikiExtractor tarballs wikipedia/*.tar.xz (see wikipedia/PROVENANCE.md) or JSON-lines "
+                "wikipedia/*.jsonl with a 'text' field")
     folder = dataset_dir("wikipedia", data_dir, expected=expected)
-    sources = sorted(folder.glob("*.tar.xz"))
+    sources = sorted([*folder.glob("*.tar.xz"), *folder.glob("*.jsonl")])
     if not sources:
-        raise DatasetNotFound(f"no *.tar.xz in {folder}. Expected there: {expected}.")
+        raise DatasetNotFound(f"no *.tar.xz or *.jsonl in {folder}. Expected there: {expected}.")
     return sources
 
 
