@@ -13,7 +13,8 @@ numerically, up to the fused QKV projection (tinybert/interop.py converts the we
 deliberate fixes to the authors' code: no `padding_idx` on the word embeddings (their builders swapped
 [PAD]/[CLS] and froze the [CLS] row at zero), and a conv front end that does not let padding leak into real
 tokens. The MLM head runs only on the masked positions (ANCHORS.md §0.1: for BERT-1 the 30522-way decoder is
-most of the compute); `forward_dense` keeps the obviously-correct dense version as a reference.
+most of the compute), and so does the last block after its keys and values (§0.2); `forward_dense` keeps the
+obviously-correct dense version as a reference.
 """
 
 from __future__ import annotations
@@ -52,6 +53,24 @@ def reference_attention(q, k, v, key_padding_mask=None):
     return scores.softmax(dim=-1) @ v
 
 
+class RowSelection(NamedTuple):
+    """The positions the last block computes (the sparse MLM path, ANCHORS.md §0.2), and how their queries are
+    packed per sequence into (B, M, H), M = the largest count in any sequence (unused slots hold zeros)."""
+    index: torch.Tensor   # (N,) sorted flat indices into B*T
+    packed: torch.Tensor  # (N,) each one's row in the (B*M) packed queries
+    max_per_row: int      # M
+
+
+def select_rows(index, batch_size: int, seq_len: int) -> RowSelection:
+    """index: sorted (ascending, as nonzero gives) flat indices into B*T. Reads M on the host (one sync), so
+    call it before the encoder's work is queued, not in the middle of it."""
+    batch_of = torch.div(index, seq_len, rounding_mode="floor")
+    counts = torch.bincount(batch_of, minlength=batch_size)
+    M = int(counts.max())
+    slot = torch.arange(index.numel(), device=index.device) - (counts.cumsum(0) - counts)[batch_of]
+    return RowSelection(index, batch_of * M + slot, M)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection (rows: all of Q, then K, then V)."""
 
@@ -62,7 +81,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(self.hidden, self.hidden)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x, key_padding_mask=None):
+    def forward(self, x, key_padding_mask=None, rows: RowSelection | None = None, x_rows=None):
+        """x: (B, T, H) -> (B, T, H). With `rows` and x_rows, the (N, H) rows of x it selects, only those
+        queries are computed (keys and values still cover every token) -> (N, H)."""
+        if rows is not None:
+            return self._forward_rows(x, key_padding_mask, rows, x_rows)
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(self.hidden, dim=-1)
         # (B, T, H) -> (B, heads, T, head_size); head i owns rows [i*head_size, (i+1)*head_size), as in HF
@@ -70,6 +93,22 @@ class SelfAttention(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
         y = sdpa_attention(q, k, v, key_padding_mask, dropout_p)
         y = y.transpose(1, 2).reshape(B, T, self.hidden)
+        return self.out(y)
+
+    def _forward_rows(self, x, key_padding_mask, rows, x_rows):
+        # Queries of the selected rows only, packed per sequence into (B, M, H) (zeros in the unused slots,
+        # whose outputs are dropped); K and V over all T tokens.
+        B, T, H = x.shape
+        M, packed = rows.max_per_row, rows.packed
+        w, b = self.qkv.weight, self.qkv.bias
+        q = F.linear(x_rows, w[:H], b[:H])  # (N, H)
+        q = x.new_zeros(B * M, H, dtype=q.dtype).index_copy(0, packed, q)
+        k, v = F.linear(x, w[H:], b[H:]).split(H, dim=-1)
+        q = q.view(B, M, self.heads, self.head_size).transpose(1, 2)
+        k, v = (t.view(B, T, self.heads, self.head_size).transpose(1, 2) for t in (k, v))
+        dropout_p = self.attention_dropout if self.training else 0.0
+        y = sdpa_attention(q, k, v, key_padding_mask, dropout_p)  # (B, heads, M, head_size)
+        y = y.transpose(1, 2).reshape(B * M, H)[packed]  # not index_select: its CPU backward is slow
         return self.out(y)
 
 
@@ -85,8 +124,17 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, key_padding_mask=None):
-        x = self.norm1(x + self.drop(self.attn(x, key_padding_mask)))
+    def forward(self, x, key_padding_mask=None, rows: RowSelection | None = None):
+        """x: (B, T, H) -> (B, T, H). With `rows` only the selected positions are computed, attending to all
+        tokens, -> (N, H). Everything after attention is per position, so this equals the full block followed
+        by selecting the rows (ANCHORS.md §0.2)."""
+        if rows is None:
+            residual = x
+        elif rows.max_per_row == 0:  # nothing selected: an empty (0, H) result that still has a graph
+            return x.reshape(-1, x.size(-1))[rows.index]
+        else:
+            residual = x.reshape(-1, x.size(-1))[rows.index]  # not index_select: its CPU backward is slow
+        x = self.norm1(residual + self.drop(self.attn(x, key_padding_mask, rows, residual)))
         x = self.norm2(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))  # exact (erf) GELU, as BERT
         return x
 
@@ -181,16 +229,21 @@ class BertEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.apply(init_weights)  # so a bare encoder is usable too; the task models re-apply it to their heads
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, rows=None):
         """input_ids: (B, T) long. attention_mask: (B, T) bool/int, True/1 = real token, or None when every
         position is real (then SDPA gets no mask and may use the flash kernel; we never inspect the mask's
-        values to decide that, which would cost a host sync). token_type_ids: (B, T) or None (= all 0)."""
+        values to decide that, which would cost a host sync). token_type_ids: (B, T) or None (= all 0).
+        rows: optional sorted flat indices into B*T: the last block computes only those positions and the
+        result is (N, H) instead of (B, T, H) (the sparse MLM path)."""
         key_padding_mask = None if attention_mask is None else attention_mask.bool()
+        if rows is not None:
+            rows = select_rows(rows, *input_ids.shape)  # its host sync before any encoder work is queued
         x = self.embeddings(input_ids, token_type_ids)
         if self.conv is not None:
             x = self.conv(x, key_padding_mask)
-        for block in self.blocks:
-            x = block(x, key_padding_mask)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_padding_mask, rows if i == last else None)
         return x
 
 
@@ -231,16 +284,17 @@ class BertForMaskedLM(nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
         """labels: (B, T) long, IGNORE_INDEX (-100) where the position is not predicted.
 
-        The head runs only on the N selected positions: logits (N, V), labels (N,). Finding them
-        (nonzero) is the one host sync of the forward. Without labels, logits for every position (B, T, V).
+        Only the N selected positions are computed after the last block's keys and values (ANCHORS.md §0.2):
+        its queries, attention output, FFN and norms, then the head: logits (N, V), labels (N,). Finding the
+        positions (nonzero, then their largest count per row) syncs twice with the host, before the encoder.
+        Without labels, logits for every position (B, T, V). `forward_dense` is the reference.
         """
-        hidden = self.bert(input_ids, attention_mask, token_type_ids)
         if labels is None:
-            return MLMOutput(None, self.mlm_head(hidden), None)
+            return MLMOutput(None, self.mlm_head(self.bert(input_ids, attention_mask, token_type_ids)), None)
         flat_labels = labels.reshape(-1)
         idx = flat_labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
         targets = flat_labels.index_select(0, idx)
-        logits = self.mlm_head(hidden.reshape(-1, hidden.size(-1)).index_select(0, idx))
+        logits = self.mlm_head(self.bert(input_ids, attention_mask, token_type_ids, rows=idx))
         # sum / max(N, 1) rather than mean: a batch with nothing masked gives loss 0 (with a graph), not NaN
         loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(idx.numel(), 1)
         return MLMOutput(loss, logits, targets)
