@@ -5,8 +5,16 @@
     python train.py --preset tiny --wiki-size 2000 --epochs 2 --vocab-size 8000   # a quick CPU run
     python train.py --out runs/x --resume                # continue an interrupted run
 
-Reading order: flags -> configs -> device/precision -> tokenizer + token arrays (data_prep.pretrain_data) ->
-model (tinybert.model) -> the loop (tinybert.pretrain) -> checkpoint.pt, metrics.csv, run.json in --out.
+Several GPUs (data parallel; --batch-size stays the global batch, split over the processes):
+    torchrun --nproc_per_node 8 train.py --preset bert6 --out runs/b6
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 8 --rdzv_endpoint HOST0:29500 train.py ...
+                                                   # on node 0 (HOST0); the same with --node_rank 1 on node 1
+A committee of independently pre-trained models, one per process (no gradient sync):
+    torchrun --nproc_per_node 5 train.py --committee --seeds 1 2 3 4 5 --out runs/committee
+
+Reading order: flags -> configs -> processes/device/precision (tinybert.distributed, tinybert.runtime) ->
+tokenizer + token arrays (data_prep.pretrain_data) -> model (tinybert.model) -> DDP wrap -> the loop
+(tinybert.pretrain) -> checkpoint.pt, metrics.csv, run.json in --out (written by rank 0 only).
 """
 
 from __future__ import annotations
@@ -20,13 +28,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from data_prep.pretrain_data import prepare_pretraining_data
 from tinybert.checkpoint import CheckpointError, load_checkpoint
 from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
+from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.pretrain import SCHEDULES, PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
-from tinybert.runtime import PRECISIONS, choose_device, choose_precision, seed_everything
+from tinybert.runtime import PRECISIONS, choose_precision, seed_everything
 from tinybert.tokenizer import WordPieceTokenizer
 
 
@@ -71,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mlm-prob", type=float, default=0.15, help="share of tokens selected for prediction")
     t.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0 = off, as the paper)")
     t.add_argument("--seed", type=int, default=42, help="seeds article selection, init, order and masks (42, as the paper's sampling)")
+    t.add_argument("--data-seed", type=int, help="seed of the article selection (and trained vocab) only; "
+                                                 "default: --seed")
     t.add_argument("--max-steps", type=int, default=0, help="stop after N optimiser steps (0 = all epochs)")
 
     r = p.add_argument_group("run")
@@ -82,37 +94,82 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--log-every", type=int, default=50, help="progress update every N steps (50)")
     r.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (falls back to eager with a warning where compiling fails)")
+
+    c = p.add_argument_group("committee (independent members, one per process under torchrun)")
+    c.add_argument("--committee", action="store_true",
+                   help="pre-train one independent model per --seeds entry into --out/member-<seed>/; under "
+                        "torchrun rank r trains seeds r, r+W, ... (no gradient sync); the articles and the "
+                        "vocab come from --seed (or --data-seed) and are the same for all members")
+    c.add_argument("--seeds", type=int, nargs="+", help="member seeds (init, batch order, masks, dropout)")
     return p
 
 
 # Flags that may change when a run is resumed; every other flag is taken from the checkpoint.
 RESUME_MAY_CHANGE = {"epochs", "max_steps", "log_every", "checkpoint_every", "device", "precision",
-                     "no_progress", "data_dir", "cache_dir", "source", "out", "resume"}
+                     "no_progress", "data_dir", "cache_dir", "source", "out", "resume", "compile", "committee",
+                     "seeds"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.committee:
+        if not args.seeds:
+            raise SystemExit("error: --committee needs --seeds S1 S2 ... (one member per seed)")
+        if len(set(args.seeds)) != len(args.seeds):
+            raise SystemExit(f"error: --seeds {args.seeds}: every member needs its own seed")
+        return args  # resume settings are merged per member (committee_members)
+    if args.seeds:
+        raise SystemExit("error: --seeds is for --committee; a single run takes --seed")
     if not args.resume:
         return args
-    ckpt_path = Path(args.out) / "checkpoint.pt"
+    return merge_resume(args, explicit_flags(argv), Path(args.out))
+
+
+def explicit_flags(argv=None) -> dict:
+    """The flags the user typed (re-parsed with every default suppressed)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def merge_resume(args: argparse.Namespace, explicit: dict, out: Path) -> argparse.Namespace:
+    """Settings of a resumed run: those of the checkpoint in `out`, except RESUME_MAY_CHANGE."""
+    ckpt_path = out / "checkpoint.pt"
     if not ckpt_path.exists():
         raise SystemExit(f"error: --resume: no checkpoint at {ckpt_path}")
     try:
-        saved = load_checkpoint(ckpt_path, kind="mlm").get("cli", {})
+        saved = dict(load_checkpoint(ckpt_path, kind="mlm").get("cli", {}))
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}")
-    # Which flags did the user type? Re-parse with every default suppressed.
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    explicit = vars(parser.parse_args(argv))
+    saved.setdefault("data_seed", None)  # checkpoints from before --data-seed: the articles came from --seed
     for key, value in explicit.items():
         if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != value:
             raise SystemExit(f"error: --resume: --{key.replace('_', '-')} was {saved[key]!r} in the run in "
-                             f"{args.out}, not {value!r}; only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
+                             f"{out}, not {value!r}; only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
     merged = {**vars(args), **{k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE}}
     merged.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
     return argparse.Namespace(**merged)
+
+
+def committee_members(args: argparse.Namespace, rank: int, world_size: int, argv=None) -> list:
+    """The members this process trains: seeds rank, rank + W, ... of --seeds, each a run of its own in
+    --out/member-<seed> (its --seed the member seed, its --data-seed the committee's --data-seed or --seed)."""
+    explicit = explicit_flags(argv) if args.resume else {}
+    data_seed = args.data_seed if args.data_seed is not None else args.seed
+    members = []
+    for seed in args.seeds[rank::world_size]:
+        member = argparse.Namespace(**{**vars(args), "seed": seed, "data_seed": data_seed,
+                                       "out": str(Path(args.out) / f"member-{seed}")})
+        if args.resume:
+            typed = {k: getattr(member, k) for k in explicit if k not in RESUME_MAY_CHANGE}
+            typed.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+            typed.update(seed=seed, data_seed=data_seed, out=member.out)
+            member = merge_resume(member, typed, Path(member.out))
+        members.append(member)
+    return members
 
 
 def git_commit() -> str:
@@ -125,12 +182,71 @@ def git_commit() -> str:
 
 def main(argv=None) -> int:
     try:
-        return run(parse_args(argv))
+        args = parse_args(argv)
+        if args.committee:
+            return run_committee(args, argv)
+        ctx = init_from_env(args.device)  # one process without torchrun; NCCL/gloo group under torchrun
+        try:
+            return run(args, ctx)
+        finally:
+            shutdown()
     except (ValueError, FileNotFoundError) as exc:  # bad flag values, missing or malformed data, bad vocab
         raise SystemExit(f"error: {exc}") from None
 
 
-def run(args: argparse.Namespace) -> int:
+def run_committee(args: argparse.Namespace, argv=None) -> int:
+    """--committee: this process trains its members one after another, each a complete run of its own (own
+    seed, own --out/member-<seed>/, own checkpoint and metrics). Processes never sync gradients; they only
+    wait once for the node's first process to build the shared token cache."""
+    rank, world, _ = env_ranks()
+    if world > len(args.seeds):
+        raise SystemExit(f"error: --committee: {world} processes but {len(args.seeds)} seeds; start at most "
+                         f"--nproc_per_node {len(args.seeds)} (x nodes) processes")
+    members = committee_members(args, rank, world, argv)
+    ctx = init_from_env(args.device, backend="gloo")  # gloo: the processes only meet at the barrier
+    try:
+        if ctx.is_main:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "committee.json").write_text(json.dumps({
+                "command": " ".join(sys.argv), "git_commit": git_commit(), "seeds": args.seeds,
+                "members": [f"member-{s}" for s in args.seeds], "processes": world,
+                "data_seed": members[0].data_seed}, indent=2))
+            print(f"committee: {len(args.seeds)} members (seeds {' '.join(map(str, args.seeds))}) on {world} "
+                  f"process(es) -> {out}/member-<seed>/")
+        with main_first(ctx):  # the node's first process fills the token/vocab cache, the others then read it
+            load_data(members[0], show_progress=not args.no_progress and ctx.is_main)
+        codes = []
+        for member in members:
+            member.no_progress = args.no_progress or not ctx.is_main  # one progress bar on the terminal
+            print(f"[rank {ctx.rank}] committee member seed {member.seed} -> {member.out}", flush=True)
+            codes.append(run(member, ctx.solo()))
+        return max(codes)
+    finally:
+        shutdown()
+
+
+def load_data(args: argparse.Namespace, show_progress: bool):
+    """Tokenizer + token arrays; on resume the vocabulary comes from the checkpoint."""
+    vocab_path, tokenizer = args.vocab, None
+    if args.resume:  # the vocabulary travels with the checkpoint
+        tokenizer = WordPieceTokenizer(load_checkpoint(Path(args.out) / "checkpoint.pt", kind="mlm")["vocab"])
+        vocab_path = None
+    data_seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
+    return prepare_pretraining_data(
+        data_dir=args.data_dir, tokenizer=tokenizer, vocab_path=vocab_path, vocab_size=args.vocab_size,
+        wiki_size=args.wiki_size, eval_articles=args.eval_articles, seed=data_seed, layout=args.layout,
+        seq_len=args.seq_len, cache_dir=args.cache_dir, sources=args.source, show_progress=show_progress)
+
+
+def has_batchnorm(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
+    """One pre-training run; under torchrun (ctx.world_size > 1) this process's part of it."""
+    ctx = ctx if ctx is not None else init_from_env(args.device)
+    say = print if ctx.is_main else (lambda *a, **k: None)
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
     if not args.resume and ckpt_path.exists():
@@ -142,21 +258,18 @@ def run(args: argparse.Namespace) -> int:
                          mlm_prob=args.mlm_prob, grad_clip=args.grad_clip, seed=args.seed,
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
                          max_steps=args.max_steps)
-    device = choose_device(args.device)
+    world = ctx.world_size
+    if cfg.batch_size % world:
+        raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by the {world} "
+                         f"processes")
+    per_rank = cfg.batch_size // world
+    device = ctx.device
     precision = choose_precision(args.precision, device)
     seed_everything(args.seed)
 
-    vocab_path = args.vocab
-    if args.resume:  # the vocabulary travels with the checkpoint
-        vocab_tokens = load_checkpoint(ckpt_path, kind="mlm")["vocab"]
-        tokenizer = WordPieceTokenizer(vocab_tokens)
-        vocab_path = None
-    else:
-        tokenizer = None
-    data = prepare_pretraining_data(
-        data_dir=args.data_dir, tokenizer=tokenizer, vocab_path=vocab_path, vocab_size=args.vocab_size,
-        wiki_size=args.wiki_size, eval_articles=args.eval_articles, seed=args.seed, layout=args.layout,
-        seq_len=args.seq_len, cache_dir=args.cache_dir, sources=args.source, show_progress=not args.no_progress)
+    show_progress = not args.no_progress and ctx.is_main
+    with main_first(ctx):  # the node's first process builds the caches, the others then read them
+        data = load_data(args, show_progress)
     tokenizer = data.tokenizer
 
     config = make_model_config(args.preset, layers=args.layers, heads=args.heads, head_size=args.head_size,
@@ -169,32 +282,50 @@ def run(args: argparse.Namespace) -> int:
     steps_per_epoch = len(data.train_tokens) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.max_steps,
                                                                               cfg.epochs * steps_per_epoch)
-    step_s = estimate_step_seconds(model, cfg.batch_size, args.seq_len, device, precision)
-    print(f"device {device}, precision {precision.name} ({precision.reason})")
-    print(f"model: {config.layers} layers x {config.heads} heads x {config.head_size} (hidden {config.hidden}"
-          f"{f', conv {config.conv_layers}x{config.conv_kernel} d{config.conv_channels}' if config.conv_layers else ''}),"
-          f" {count_parameters(model):,} parameters | data: {len(data.train_tokens):,} rows, "
-          f"{data.tokens_per_epoch:,} tokens/epoch, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
-          f"| estimated total time {total_steps * step_s / 60:.1f} min")
+    step_s = estimate_step_seconds(model, per_rank, args.seq_len, device, precision)
+    procs = f" x {world} processes ({ctx.backend}, one {device.type} device each)" if world > 1 else ""
+    say(f"device {device}{procs}, precision {precision.name} ({precision.reason})")
+    say(f"model: {config.layers} layers x {config.heads} heads x {config.head_size} (hidden {config.hidden}"
+        f"{f', conv {config.conv_layers}x{config.conv_kernel} d{config.conv_channels}' if config.conv_layers else ''}),"
+        f" {count_parameters(model):,} parameters | data: {len(data.train_tokens):,} rows, "
+        f"{data.tokens_per_epoch:,} tokens/epoch, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
+        f"| estimated total time {total_steps * step_s / 60:.1f} min")
+    say(f"batch: effective (global) {cfg.batch_size} = {world} process(es) x {per_rank} per process | "
+        f"lr {cfg.lr:g} peak ({cfg.schedule} schedule, {cfg.warmup_steps} warm-up steps)"
+        f"{' | torch.compile on' if args.compile else ''}")
 
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        tokenizer.save(out / "vocab.txt")
-        (out / "run.json").write_text(json.dumps({
-            "command": " ".join(sys.argv), "git_commit": git_commit(), "started": time.strftime("%F %T"),
-            "model_config": config.to_dict(), "train_config": asdict(cfg), "data": data.meta,
-            "device": str(device), "precision": precision.name}, indent=2))
+    ddp_model = None
+    if world > 1:
+        if device.type == "cuda" and has_batchnorm(model):
+            # batch statistics over the global batch, as in one process (SyncBatchNorm is GPU-only)
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif has_batchnorm(model):
+            say("note: BatchNorm statistics are per process on CPUs (SyncBatchNorm needs GPUs): the conv front "
+                "end does not train exactly as in one process")
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                            gradient_as_bucket_view=True)
+
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            tokenizer.save(out / "vocab.txt")
+            (out / "run.json").write_text(json.dumps({
+                "command": " ".join(sys.argv), "git_commit": git_commit(), "started": time.strftime("%F %T"),
+                "model_config": config.to_dict(), "train_config": asdict(cfg), "data": data.meta,
+                "device": str(device), "precision": precision.name, "processes": world,
+                "per_process_batch": per_rank, "compile": args.compile}, indent=2))
     try:
         final = pretrain(model, tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens,
                          data.eval_tokens, cfg, out, device, precision, resume=args.resume,
-                         show_progress=not args.no_progress,
-                         checkpoint_extra={"data": data.meta, "cli": vars(args)})
+                         show_progress=show_progress, rank=ctx.rank, world_size=world, ddp_model=ddp_model,
+                         compile=args.compile, checkpoint_extra={"data": data.meta, "cli": vars(args)})
     except TrainingDiverged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if ctx.is_main:
+            print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    print(f"done: {ckpt_path} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
+    say(f"done: {ckpt_path} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
     return 0
 
 

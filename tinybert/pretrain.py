@@ -7,7 +7,34 @@ checkpoint; `--resume` restarts from the last checkpoint and reaches the same we
 (the batch order and the masks are pure functions of (seed, epoch, batch), and the dropout RNG state is saved).
 
 The loop keeps the GPU busy: the loss is accumulated on the device and read (one host sync) only every
-`log_every` steps, for the progress display and the NaN check.
+`log_every` steps, for the progress display and the NaN check. On CUDA a background thread builds, masks and
+pins the next batches (data.prefetch) and they go to the device with non_blocking copies. (model.py's sparse
+MLM path finds the masked positions with `nonzero` on the device: one more sync per forward.)
+
+Data parallel (train.py under torchrun; tinybert/distributed.py). The global batch is --batch-size rows for
+any number of ranks W; each rank computes a contiguous shard of B/W rows (data.py). What makes W ranks compute
+the same step as one process:
+  * masks: every rank masks the *whole global batch* with the batch's generator (seed, epoch, batch) and then
+    takes its rows, so masks do not depend on W (masking a shard with that generator would give other masks);
+  * loss: one process minimises the mean over the N masked tokens of the global batch. Rank r's model loss is
+    the mean over its own n_r masked tokens, and DDP *averages* gradients over ranks, so a plain DDP step
+    would weight every rank equally however many tokens it masked. Each rank therefore back-propagates
+    loss_r * W * n_r / N: DDP's average is then sum_r (n_r / N) * grad(mean_r) = grad(sum of token losses / N),
+    the one-process gradient. n_r and N are counted on the CPU from the labels (every rank has the global
+    labels), so this costs no collective and no host sync. A shard with nothing to predict (n_r = 0, e.g. rows
+    of empty articles) predicts one position with weight 0, so DDP still gets a gradient for every parameter;
+  * the displayed train loss is sum_r loss_r * n_r / N, all-reduced once per log interval (the one sync);
+    evaluation is sharded the same way and its sums all-reduced: every rank gets the one-process numbers;
+  * BatchNorm (conv front end): train.py converts it to SyncBatchNorm on GPUs, so batch statistics span the
+    global batch; shards keep the global batch's width, so the padding in those statistics is the same too.
+    On CPUs (gloo) SyncBatchNorm does not exist: statistics are per shard there (not exact).
+Exact up to float rounding (different summation order in the all-reduce and in batched matmuls, ~1e-7
+relative): batches, masks, loss, gradients, learning rate, clipping (the norm of the all-reduced gradient).
+Not the same across different W: dropout. Each rank draws its dropout masks from its own torch RNG stream
+(seeded from (seed, rank)); with W ranks the row -> stream assignment depends on W, so runs with dropout > 0
+are statistically but not bitwise equivalent. Resuming with the same W restores every rank's RNG state
+(checkpoint 'rng_ranks'): bit-exact. Resuming with another W re-seeds the streams (exact with dropout 0).
+Only rank 0 prints and writes (checkpoint with the unwrapped model's state dict, metrics.csv).
 """
 
 from __future__ import annotations
@@ -15,7 +42,9 @@ from __future__ import annotations
 import copy
 import csv
 import math
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,10 +52,13 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
-from .data import TokenBatches
+from .data import TokenBatches, prefetch
+from .distributed import (all_gather_objects, all_reduce_sum, dropout_seed, rank_rng_state,
+                          set_rank_rng_state)
 from .masking import MLMMasker
 from .runtime import Precision, rng_state, set_rng_state
 
+IGNORE_INDEX = -100  # label of positions that are not predicted (masking.py, model.py)
 SCHEDULES = ("linear", "paper-epoch")
 METRICS_FIELDS = ["epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "tokens_per_s", "elapsed_s"]
 
@@ -97,24 +129,47 @@ def estimate_step_seconds(model, batch_size: int, seq_len: int, device, precisio
 @torch.no_grad()
 def evaluate_mlm(model, batches: TokenBatches, masker: MLMMasker, device, precision: Precision,
                  seed: int) -> tuple[float, float]:
-    """Masked-token loss and accuracy on held-out rows, with masks fixed by `seed` (comparable across epochs)."""
+    """Masked-token loss and accuracy on held-out rows, with masks fixed by `seed` (comparable across epochs).
+
+    With several ranks (`batches` built with rank/world_size) every rank masks the global batch, evaluates its
+    shard, and the sums are all-reduced: every rank returns the numbers one process would get. Call it on
+    the unwrapped model (no DDP hooks needed without gradients)."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     count = 0
-    for b, (ids, attn) in enumerate(batches.epoch(0)):
+    for b, (ids, attn) in enumerate(batches.global_epoch(0)):
         masked, labels = masker(ids, mask_generator(seed, 0, b, salt=1))
+        masked, attn, labels = batches.shard(masked, attn, labels)
+        if batches.world_size > 1 and not bool((labels != IGNORE_INDEX).any()):
+            continue  # an empty shard of a short last batch, or nothing to predict in it
         with precision.autocast(device):
-            out = model(masked.to(device), attn.to(device), labels.to(device))
+            out = model(to_device(masked, device), to_device(attn, device), to_device(labels, device))
         n = out.labels.numel()
         loss_sum += out.loss.float() * n
         correct += (out.logits.argmax(-1) == out.labels).sum()
         count += n
     model.train(was_training)
+    if batches.world_size > 1:
+        count_t = torch.tensor(float(count), device=device, dtype=torch.float64)
+        packed = torch.stack([loss_sum.double(), correct.double(), count_t])
+        all_reduce_sum(packed, batches.world_size)
+        loss_total, correct_total, count = packed.tolist()
+        if count == 0:
+            return float("nan"), float("nan")
+        return loss_total / count, correct_total / count
     if count == 0:
         return float("nan"), float("nan")
     return loss_sum.item() / count, correct.item() / count
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device copy of a batch tensor. On CUDA through pinned memory with non_blocking=True, so the copy
+    is asynchronous and the host can prepare the next batch while the GPU computes (no host sync)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def append_metrics(path: Path, row: dict) -> None:
@@ -141,20 +196,37 @@ def drop_metrics_from(path: Path, epoch: int) -> None:
 def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, eval_tokens,
              cfg: PretrainConfig, out_dir: Path, device: torch.device, precision: Precision,
              checkpoint_extra: dict | None = None, resume: bool = False, rank: int = 0, world_size: int = 1,
-             ddp_model=None, show_progress: bool = True) -> dict:
-    """Run (or resume) MLM pre-training; return the final metrics. Only rank 0 writes files."""
+             ddp_model=None, show_progress: bool = True, compile: bool | str = False,
+             on_log: Callable[[dict], None] | None = None, prefetch_batches: bool | None = None) -> dict:
+    """Run (or resume) MLM pre-training; return the final metrics. Only rank 0 writes files.
+
+    Several ranks (world_size > 1, a process group started, `ddp_model` = DistributedDataParallel(model)):
+    see "Data parallel" in the module docstring. compile: False, True (torch.compile with inductor) or a
+    torch.compile backend name; it falls back to eager with a one-line warning where compiling fails.
+    on_log(dict): called on every rank at each log point with {'epoch', 'step', 'train_loss', 'lr'}, where
+    train_loss is the global-batch loss averaged over the log interval (the same on all ranks).
+    prefetch_batches: build, mask and pin the next batches in a background thread (default: on CUDA only).
+    """
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"schedule {cfg.schedule!r}: expected one of {SCHEDULES}")
+    if world_size > 1 and ddp_model is None:
+        raise ValueError("world_size > 1 needs ddp_model (the DistributedDataParallel wrapper of model)")
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.pt"
     metrics_path = out_dir / "metrics.csv"
     is_main = rank == 0
-    net = ddp_model if ddp_model is not None else model  # the module that runs forward/backward
+    eager_net = ddp_model if ddp_model is not None else model  # the module that runs forward/backward
+    net, compile_pending = eager_net, False
+    if compile:
+        net = compile_or_none(eager_net, compile, announce=is_main)
+        compile_pending = net is not None  # the first step may still fail: then it reruns eagerly
+        net = net if net is not None else eager_net
 
     masker = MLMMasker(vocab, mask_id, cfg.mlm_prob)
     batches = TokenBatches(train_tokens, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed,
                            drop_last=True, rank=rank, world_size=world_size)
-    eval_batches = TokenBatches(eval_tokens, cfg.batch_size, pad_id, shuffle=False)
+    eval_batches = TokenBatches(eval_tokens, cfg.batch_size, pad_id, shuffle=False, rank=rank,
+                                world_size=world_size)
     steps_per_epoch = len(batches)
     if steps_per_epoch == 0:
         raise ValueError(f"{len(train_tokens)} training rows give no full batch of {cfg.batch_size}")
@@ -162,7 +234,10 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused AdamW on CUDA: one kernel for all parameters, and with fp16 the GradScaler hands it the inf check
+    # on the device instead of reading it on the host every step
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, cfg, steps_per_epoch))
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
@@ -178,13 +253,29 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
         scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
         epoch, start_batch, step = (ckpt["progress"][k] for k in ("epoch", "batch", "step"))
+        saved_world = ckpt.get("world_size", 1)
+        rng_ranks = ckpt.get("rng_ranks")
+        if rng_ranks is not None and len(rng_ranks) == world_size:
+            set_rank_rng_state(rng_ranks[rank], device)   # same number of ranks: each its own stream, exact
+        elif rng_ranks is None and world_size == 1:
+            set_rng_state(ckpt["rng"])                      # a checkpoint from before rng_ranks existed
+        else:
+            torch.manual_seed(dropout_seed(cfg.seed, rank, step))
         if is_main:
             drop_metrics_from(metrics_path, epoch)
             print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}")
+            if saved_world != world_size:
+                print(f"note: the checkpoint was written by {saved_world} rank(s), this run has {world_size}: "
+                      f"batches, masks and the global loss are the same; the dropout streams are re-seeded "
+                      f"(not bit-exact with an uninterrupted run when dropout > 0)")
+    elif world_size > 1:
+        # one independent dropout stream per rank (all ranks start from the same seeded state, which would
+        # give rank r's row i the same dropout pattern as rank 0's row i)
+        torch.manual_seed(dropout_seed(cfg.seed, rank, 0))
 
     def save(next_epoch: int, next_batch: int) -> None:
+        rng_ranks = all_gather_objects(rank_rng_state(device), world_size)  # a collective: every rank calls
         if not is_main:
             return
         save_checkpoint(ckpt_path, {
@@ -192,7 +283,48 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
             "vocab": vocab, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
             "progress": {"epoch": next_epoch, "batch": next_batch, "step": step},
-            "rng": rng_state(), **(checkpoint_extra or {})})
+            # 'rng': the format of one-process checkpoints before 'rng_ranks' (CPU + all GPUs); with several
+            # ranks only rank 0's CPU state (reading the other GPUs' generators is not this process's business)
+            "rng": rng_state() if world_size == 1 else {"torch": torch.get_rng_state()},
+            "world_size": world_size, "rng_ranks": rng_ranks, **(checkpoint_extra or {})})
+
+    pin = device.type == "cuda"
+    if prefetch_batches is None:
+        prefetch_batches = device.type == "cuda"
+
+    def step_inputs(epoch: int, start_batch: int):
+        """This rank's inputs of each step (CPU tensors, pinned for CUDA): pure functions of (seed, epoch, b)."""
+        for b, (ids, attn) in enumerate(batches.global_epoch(epoch, start_batch), start=start_batch):
+            # masks of the global batch, then this rank's rows: the same masks for any number of ranks
+            masked, labels = masker(ids, mask_generator(cfg.seed, epoch, b))
+            tokens = int(attn.sum())  # of the global batch (for tokens/s)
+            share = 1.0
+            if world_size > 1:
+                n_global = int((labels != IGNORE_INDEX).sum())
+                masked, attn, labels = batches.shard(masked, attn, labels)
+                n_rank = int((labels != IGNORE_INDEX).sum())
+                share = n_rank / max(n_global, 1)  # n_rank / n_global
+                if n_rank == 0:
+                    # Nothing to predict in this shard (e.g. rows of empty articles). The sparse head would then
+                    # skip the last block's parameters, and DDP, waiting for their gradients, would fail. Predict
+                    # one position with weight 0 instead: every parameter gets a (zero) gradient.
+                    labels = labels.clone()
+                    labels[0, 0] = masked[0, 0]
+            attn = None if bool(attn.all()) else attn  # decided on the host: no device sync
+            if pin:
+                masked, labels = masked.pin_memory(), labels.pin_memory()
+                attn = None if attn is None else attn.pin_memory()
+            yield b, masked, attn, labels, tokens, share
+
+    def forward_backward(module, masked, attn, labels, weight):
+        with precision.autocast(device):
+            out = module(masked, attn, labels)
+        loss = out.loss if weight is None else out.loss * weight
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        return out
 
     model.train()
     run_start = time.perf_counter()
@@ -205,19 +337,29 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
             n_acc, tokens_acc, epoch_tokens = 0, 0, 0
             tick, epoch_start = time.perf_counter(), time.perf_counter()
             b = start_batch - 1  # stays so if a resumed epoch has no batch left
-            for b, (ids, attn) in enumerate(batches.epoch(epoch, start_batch), start=start_batch):
-                masked, labels = masker(ids, mask_generator(cfg.seed, epoch, b))
-                tokens_acc += int(attn.sum())
-                # No mask at all (packed rows) lets SDPA pick its fastest (flash) kernel.
-                attn_dev = None if bool(attn.all()) else attn.to(device, non_blocking=True)
-                with precision.autocast(device):
-                    out = net(masked.to(device, non_blocking=True), attn_dev,
-                              labels.to(device, non_blocking=True))
-                if scaler is not None:
-                    scaler.scale(out.loss).backward()
-                    scaler.unscale_(optimizer)
+            source = step_inputs(epoch, start_batch)
+            for b, masked, attn, labels, tokens, share in (prefetch(source) if prefetch_batches else source):
+                tokens_acc += tokens
+                weight = share * world_size if world_size > 1 else None  # see "Data parallel" above
+                # attn is None for rows without padding (packed): SDPA may then pick its fastest (flash) kernel
+                args = (masked.to(device, non_blocking=True),
+                        None if attn is None else attn.to(device, non_blocking=True),
+                        labels.to(device, non_blocking=True), weight)
+                if compile_pending:
+                    before = rank_rng_state(device)
+                    try:
+                        out = forward_backward(net, *args)
+                    except Exception as exc:  # compiling failed (no C++ compiler, unsupported op, ...)
+                        warn_compile_failed(exc, announce=is_main)
+                        optimizer.zero_grad(set_to_none=True)
+                        set_rank_rng_state(before, device)
+                        net = eager_net
+                        out = forward_backward(net, *args)
+                    compile_pending = False
                 else:
-                    out.loss.backward()
+                    out = forward_backward(net, *args)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 if cfg.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 if scaler is not None:
@@ -227,12 +369,13 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-                loss_acc += out.loss.detach().float()
+                loss_acc += out.loss.detach().float() * share if world_size > 1 else out.loss.detach().float()
                 n_acc += 1
                 step += 1
                 bar.update(1)
 
                 if step % cfg.log_every == 0 or step == total_steps:
+                    all_reduce_sum(loss_acc, world_size)        # this rank's share -> the global-batch loss
                     avg = loss_acc.item() / n_acc           # the one host sync per log interval
                     if not math.isfinite(avg):
                         raise TrainingDiverged(
@@ -243,6 +386,9 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                     bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", tok_s=f"{rate:,.0f}",
                                     lr=f"{scheduler.get_last_lr()[0]:.2e}")
                     last = {"train_loss": avg, "tokens_per_s": rate}
+                    if on_log is not None:
+                        on_log({"epoch": epoch, "step": step, "train_loss": avg,
+                                "lr": scheduler.get_last_lr()[0]})
                     epoch_tokens += tokens_acc
                     loss_acc.zero_()
                     n_acc, tokens_acc, tick = 0, 0, now
@@ -267,7 +413,31 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
             epoch, start_batch = next_epoch, next_batch
     except KeyboardInterrupt:
         bar.close()
-        print(f"\ninterrupted; the last checkpoint is {ckpt_path}; continue with --resume")
+        if is_main:
+            print(f"\ninterrupted; the last checkpoint is {ckpt_path}; continue with --resume")
         raise
     bar.close()
     return last
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torch.compile with a fallback
+
+
+def compile_or_none(module, compile: bool | str, announce: bool = True):
+    """torch.compile(module) (backend inductor for True, else the named backend), or None with a one-line
+    warning when torch.compile itself refuses. Compilation proper happens at the first call; pretrain runs
+    the first step in a try and falls back to eager there too (warn_compile_failed)."""
+    backend = "inductor" if compile is True else str(compile)
+    try:
+        return torch.compile(module, backend=backend)
+    except Exception as exc:
+        warn_compile_failed(exc, announce)
+        return None
+
+
+def warn_compile_failed(exc: BaseException, announce: bool = True) -> None:
+    if announce:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        print(f"warning: --compile: torch.compile failed ({type(exc).__name__}: {first}); running eagerly",
+              file=sys.stderr, flush=True)

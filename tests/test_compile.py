@@ -1,0 +1,128 @@
+"""--compile: torch.compile where it works, a one-line warning and eager training where it does not.
+
+Checkpoints always hold the unwrapped model's keys. The success path runs with the 'eager' dynamo backend
+(traces the model with dynamo, no code generation): it takes seconds. Inductor itself took ~1.5 min for this
+tiny model on 2 CPU cores (it passes), so its test only runs with TINYBERT_TEST_INDUCTOR=1.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import train
+from tinybert.checkpoint import load_checkpoint
+from tinybert.config import make_model_config
+from tinybert.model import BertForMaskedLM
+from tinybert.pretrain import PretrainConfig, pretrain
+from tinybert.runtime import Precision
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(20)]
+CFG = PretrainConfig(epochs=1, batch_size=8, lr=3e-3, seed=1, log_every=1, max_steps=3)
+
+
+def corpus(rows=24, width=12, seed=0):
+    rng = np.random.default_rng(seed)
+    out = np.zeros((rows, width), dtype=np.uint16)
+    for r in range(rows):
+        n = int(rng.integers(5, width - 1))
+        out[r, 0], out[r, 1:n + 1], out[r, n + 1] = 2, rng.integers(5, len(VOCAB), n), 3
+    return out
+
+
+def run(out, compile=False, dropout=0.1):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(make_model_config("tiny", vocab_size=len(VOCAB), max_position=12, dropout=dropout,
+                                              attention_dropout=dropout))
+    final = pretrain(model, VOCAB, 4, 0, corpus(), corpus(8, seed=1), CFG, out, torch.device("cpu"),
+                     Precision("fp32", "test"), show_progress=False, compile=compile)
+    return model, final
+
+
+def assert_same_weights(a, b):
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(x, y), name
+
+
+def unprefixed(path):
+    keys = list(load_checkpoint(path / "checkpoint.pt", kind="mlm")["model"])
+    assert keys and not any(k.startswith(("_orig_mod.", "module.")) or "._orig_mod." in k for k in keys)
+    return keys
+
+
+def test_compile_refused_falls_back_with_one_warning(tmp_path, monkeypatch, capsys):
+    eager, _ = run(tmp_path / "eager")
+    capsys.readouterr()
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    model, _ = run(tmp_path / "refused", compile=True)
+    err = capsys.readouterr().err
+    assert err.count("warning: --compile") == 1 and "no compiler here" in err and "second line" not in err
+    assert_same_weights(eager, model)
+    assert unprefixed(tmp_path / "refused") == list(eager.state_dict())
+
+
+def test_failure_at_first_compiled_step_reruns_it_eagerly(tmp_path, monkeypatch, capsys):
+    """torch.compile is lazy: a missing C++ compiler shows at the first call. That step is rerun eagerly from
+    the same RNG state (dropout), so the run equals an eager one."""
+    eager, _ = run(tmp_path / "eager")
+    capsys.readouterr()
+
+    class FailsWhenCalled:
+        def __init__(self, module):
+            self.module = module
+
+        def __call__(self, *args):
+            torch.rand(1000)  # consumes RNG like a partial forward would
+            raise RuntimeError("InductorError: C++ compile error")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: FailsWhenCalled(module))
+    model, _ = run(tmp_path / "lazy", compile=True)
+    assert capsys.readouterr().err.count("warning: --compile") == 1
+    assert_same_weights(eager, model)
+
+
+def test_compiled_run_matches_eager_and_saves_plain_keys(tmp_path, capsys):
+    eager, eager_final = run(tmp_path / "eager", dropout=0.0)
+    model, final = run(tmp_path / "compiled", compile="eager", dropout=0.0)  # dynamo tracing, eager kernels
+    assert "warning: --compile" not in capsys.readouterr().err
+    assert final["train_loss"] == pytest.approx(eager_final["train_loss"], rel=1e-6)
+    for (name, x), y in zip(model.state_dict().items(), eager.state_dict().values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6, msg=name)
+    assert unprefixed(tmp_path / "compiled") == list(eager.state_dict())
+
+
+@pytest.mark.skipif(os.environ.get("TINYBERT_TEST_INDUCTOR") != "1",
+                    reason="inductor compiles for ~1.5 min on 2 CPU cores; set TINYBERT_TEST_INDUCTOR=1 to run")
+def test_inductor(tmp_path, capsys):
+    run(tmp_path / "inductor", compile=True)
+    assert "warning: --compile" not in capsys.readouterr().err
+    unprefixed(tmp_path / "inductor")
+
+
+def test_cli_flag(tmp_path, monkeypatch, capsys):
+    sentences = ["the cat sat on the mat .", "a dog ran in the park ."]
+    (tmp_path / "wiki.jsonl").write_text("\n".join(json.dumps({"text": sentences[i % 2] * (1 + i % 3)})
+                                                   for i in range(24)) + "\n")
+    words = sorted({w for s in sentences for w in s.split()})
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words))
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("compiling is off today")
+
+    monkeypatch.setattr(torch, "compile", refuse)
+    argv = ["--preset", "tiny", "--source", str(tmp_path / "wiki.jsonl"), "--vocab", str(tmp_path / "vocab.txt"),
+            "--wiki-size", "16", "--eval-articles", "4", "--batch-size", "8", "--epochs", "1", "--seq-len", "16",
+            "--no-progress", "--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"), "--compile"]
+    assert train.main(argv) == 0
+    captured = capsys.readouterr()
+    assert "torch.compile on" in captured.out and captured.err.count("warning: --compile") == 1
+    unprefixed(tmp_path / "run")
+    # --compile may change on resume (a run-time choice)
+    assert train.main(["--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress",
+                       "--cache-dir", str(tmp_path / "cache"), "--source", str(tmp_path / "wiki.jsonl")]) == 0
