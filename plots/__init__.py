@@ -1,0 +1,1 @@
+"""Figures from the experiment CSVs (python -m plots.make_figures --results results/<preset>)."""

@@ -1,0 +1,322 @@
+"""Figures of the four studies, drawn from the experiment CSVs only (never from models or units).
+
+    python -m plots.make_figures --results results/cpu [--out plots]
+    python plots/make_figures.py --results results/cpu
+
+Reads `<results>/results.csv` (and `overlap.csv`, `latency.csv` when present), written by
+`python -m tinybert.experiments run`, and writes `<out>/<preset>_<study>.png`:
+
+  pretrain_gap  test accuracy from scratch vs pre-trained, per task and model
+  size          pre-training gap (and accuracy) vs number of pre-training articles
+  overlap       token overlap vs corpus size; gap vs overlap; the controlled high/random/low sets
+  committee     soft-committee accuracy vs K against the deep model; inference latency
+
+Error bars are the standard deviation over seeds (ddof 1); a gap is paired by seed (pre-trained minus scratch
+of the same model, task and seed). Each figure carries a caption line: preset, machine, date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+TASK_ORDER = ["agnews", "dbpedia", "fewrel"]
+ARM_ORDER = ["high", "random", "low"]
+
+
+def load(results_dir: Path) -> dict:
+    results_dir = Path(results_dir)
+    path = results_dir / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `python -m tinybert.experiments run` first")
+    data = {"results": pd.read_csv(path)}
+    for name in ("overlap", "latency"):
+        p = results_dir / f"{name}.csv"
+        data[name] = pd.read_csv(p) if p.is_file() else pd.DataFrame()
+    return data
+
+
+def caption(fig, df: pd.DataFrame, what: str) -> None:
+    preset = df["preset"].dropna().iloc[0] if "preset" in df and df["preset"].notna().any() else "?"
+    devices = sorted(df["device"].dropna().unique()) if "device" in df else []
+    dates = df["date"].dropna() if "date" in df else pd.Series(dtype=str)
+    date = f"{dates.min()[:10]} to {dates.max()[:10]}" if len(dates) and dates.min()[:10] != dates.max()[:10] else (
+        dates.max()[:10] if len(dates) else "?")
+    n_seeds = df["seed"].nunique() if "seed" in df else 0
+    fig.text(0.01, 0.005, f"{what} | preset {preset} | {'; '.join(devices) or '?'} | {date} | "
+                          f"error bars: std over {n_seeds} seeds", fontsize=7, color="0.3", ha="left", va="bottom")
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def _tasks(df) -> list:
+    present = list(dict.fromkeys(df["task"]))
+    return [t for t in TASK_ORDER if t in present] + [t for t in present if t not in TASK_ORDER]
+
+
+def paired_gaps(df: pd.DataFrame) -> pd.DataFrame:
+    """Pre-trained unit rows with a `gap` column: accuracy minus the scratch accuracy of the same model, task and
+    seed (scratch rows come from any study)."""
+    units = _ok(df)
+    units = units[units["committee_k"].isna()]
+    scratch = (units[~units["pretrained"].astype(bool)].drop_duplicates(["model", "task", "seed"])
+               .set_index(["model", "task", "seed"])["accuracy"])
+    pre = units[units["pretrained"].astype(bool)].copy()
+    pre["gap"] = [a - scratch.get((m, t, s), np.nan) for a, m, t, s in
+                  zip(pre["accuracy"], pre["model"], pre["task"], pre["seed"])]
+    return pre
+
+
+def _std(x) -> float:
+    x = pd.Series(x).dropna()
+    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def fig_pretrain_gap(data: dict, out: Path):
+    df = _ok(data["results"])
+    df = df[df["study"] == "pretrain_gap"]
+    if df.empty:
+        return None
+    tasks = _tasks(df)
+    models = list(dict.fromkeys(df["model"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.2), squeeze=False)
+    gaps = paired_gaps(data["results"])
+    for ax, task in zip(axes[0], tasks):
+        d = df[df["task"] == task]
+        x = np.arange(len(models))
+        for j, (pre, label, color) in enumerate(((False, "from scratch", "#999999"), (True, "pre-trained", "#1f77b4"))):
+            g = d[d["pretrained"].astype(bool) == pre].groupby("model")["accuracy"]
+            means = [g.mean().get(m, np.nan) for m in models]
+            stds = [_std(g.get_group(m)) if m in g.groups else 0 for m in models]
+            ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, label=label, color=color)
+        for i, m in enumerate(models):
+            gm = gaps[(gaps["study"] == "pretrain_gap") & (gaps["task"] == task) & (gaps["model"] == m)]["gap"]
+            if len(gm):
+                top = d[d["model"] == m]["accuracy"].max()
+                ax.annotate(f"gap {gm.mean():+.3f}", (i, top), textcoords="offset points", xytext=(0, 8),
+                            ha="center", fontsize=8)
+        if d["num_labels"].notna().any():
+            ax.axhline(1 / d["num_labels"].dropna().iloc[0], color="0.4", ls=":", lw=1, label="chance")
+        ax.set_xticks(x, models, rotation=15, fontsize=8)
+        ax.set_title(task)
+        ax.set_ylabel("test accuracy (best-val epoch)")
+        ax.set_ylim(0, min(1.0, d["accuracy"].max() * 1.25 + 0.02))
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    pre = df["pretrained"].astype(bool)
+    art = int(df[pre]["pretrain_articles"].max()) if pre.any() else 0
+    fig.suptitle(f"Pre-training gap: models pre-trained on {art:,} Wikipedia articles vs from scratch")
+    caption(fig, df, "pretrain_gap")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def fig_size(data: dict, out: Path):
+    df = _ok(data["results"])
+    df = df[df["study"] == "size"]
+    if df.empty:
+        return None
+    gaps = paired_gaps(data["results"])
+    gaps = gaps[gaps["study"] == "size"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.3))
+    for task in _tasks(df):
+        g = gaps[gaps["task"] == task].groupby("pretrain_articles")["gap"]
+        xs = [0] + sorted(g.groups)
+        ax1.errorbar(xs, [0] + [g.get_group(n).mean() for n in xs[1:]],
+                     yerr=[0] + [_std(g.get_group(n)) for n in xs[1:]], marker="o", capsize=3, label=task)
+        a = df[df["task"] == task].groupby("pretrain_articles")["accuracy"]
+        xs = sorted(a.groups)
+        ax2.errorbar(xs, [a.get_group(n).mean() for n in xs], yerr=[_std(a.get_group(n)) for n in xs], marker="o",
+                     capsize=3, label=task)
+    ax1.axhline(0, color="0.6", lw=0.8)
+    ax1.set_xlabel("pre-training articles (0 = none)")
+    ax1.set_ylabel("gap: pre-trained - scratch accuracy")
+    ax1.set_title("Gap vs pre-training set size")
+    ax2.set_xlabel("pre-training articles (0 = from scratch)")
+    ax2.set_ylabel("test accuracy (best-val epoch)")
+    ax2.set_title("Accuracy vs pre-training set size")
+    for ax in (ax1, ax2):
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    model = df["model"].iloc[0]
+    fig.suptitle(f"{model}: pre-training gap vs number of pre-training articles")
+    caption(fig, df, "size")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def fig_overlap(data: dict, out: Path):
+    res = data["results"]
+    ov = data["overlap"]
+    gaps = paired_gaps(res)
+    ctrl = gaps[gaps["study"] == "overlap"]
+    size = gaps[gaps["study"] == "size"]
+    if ov.empty and ctrl.empty and size.empty:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    ax = axes[0]
+    if not ov.empty:
+        nested = ov[ov["corpus"].isin(["none", "nested"])]
+        for task in _tasks(nested):
+            t = nested[nested["task"] == task].groupby("pretrain_articles")
+            xs = sorted(t.groups)
+            line = ax.errorbar(xs, [t.get_group(n)["overlap_tokens"].mean() for n in xs],
+                               yerr=[_std(t.get_group(n)["overlap_tokens"]) for n in xs], marker="o", capsize=2,
+                               label=f"{task} (a) tokens")
+            ax.plot(xs, [t.get_group(n)["overlap_types"].mean() for n in xs], ls="--", marker=".",
+                    color=line[0].get_color(), label=f"{task} (b) types")
+        ax.set_xlabel("pre-training articles")
+        ax.set_ylabel("overlap with the task")
+        ax.set_title("Token overlap vs corpus size")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    else:
+        ax.set_axis_off()
+    ax = axes[1]
+    for task in _tasks(size) if not size.empty else []:
+        t = size[size["task"] == task].groupby("pretrain_articles")
+        xs = [t.get_group(n)["overlap_tokens"].mean() for n in sorted(t.groups)]
+        ys = [t.get_group(n)["gap"].mean() for n in sorted(t.groups)]
+        es = [_std(t.get_group(n)["gap"]) for n in sorted(t.groups)]
+        ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, ls=":", label=f"{task} (size study)")
+    if not ctrl.empty:
+        for arm, marker in zip(ARM_ORDER, ("^", "s", "v")):
+            a = ctrl[ctrl["corpus"] == arm]
+            if len(a):
+                ax.errorbar([a["overlap_tokens"].mean()], [a["gap"].mean()], yerr=[_std(a["gap"])], marker=marker,
+                            ms=8, capsize=3, color="k", ls="none", label=f"{a['task'].iloc[0]} {arm} overlap")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xlabel("token-occurrence overlap (a)")
+    ax.set_ylabel("gap: pre-trained - scratch accuracy")
+    ax.set_title("Gap vs overlap")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    if not ctrl.empty:
+        arms = [a for a in ARM_ORDER if a in set(ctrl["corpus"])]
+        means = [ctrl[ctrl["corpus"] == a]["gap"].mean() for a in arms]
+        stds = [_std(ctrl[ctrl["corpus"] == a]["gap"]) for a in arms]
+        bars = ax.bar(arms, means, yerr=stds, capsize=4, color=["#2ca02c", "#7f7f7f", "#d62728"][:len(arms)])
+        for b, a in zip(bars, arms):
+            o = ctrl[ctrl["corpus"] == a]["overlap_tokens"].mean()
+            ax.annotate(f"overlap {o:.3f}", (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
+                        xytext=(0, -12 if b.get_height() >= 0 else 4), ha="center", fontsize=8)
+        ax.axhline(0, color="0.6", lw=0.8)
+        n = int(ctrl["pretrain_articles"].iloc[0])
+        ax.set_title(f"Controlled sets of {n:,} articles\n(by overlap with {ctrl['task'].iloc[0]})", fontsize=10)
+        ax.set_ylabel("gap: pre-trained - scratch accuracy")
+        ax.set_xlabel("pre-training set")
+    else:
+        ax.set_axis_off()
+    fig.suptitle("Pre-training gap and token overlap (a: share of task token occurrences seen in pre-training; "
+                 "b: share of task token types)", fontsize=10)
+    caption(fig, res[res["study"].isin(["overlap", "size"])] if len(res) else res, "overlap")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+def fig_committee(data: dict, out: Path):
+    res = _ok(data["results"])
+    com = res[res["study"] == "committee"]
+    if com.empty:
+        return None
+    lat = data["latency"]
+    tasks = _tasks(com)
+    ncols = len(tasks) + (1 if not lat.empty else 0)
+    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 4.3), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        d = com[com["task"] == task]
+        curves = d[d["committee_k"].notna()]
+        for kind, color in (("variants", "#1f77b4"), ("seeds", "#ff7f0e")):
+            c = curves[curves["committee"] == kind].groupby("committee_k")["accuracy"]
+            ks = sorted(c.groups)
+            if ks:
+                ax.errorbar(ks, [c.get_group(k).mean() for k in ks], yerr=[_std(c.get_group(k)) for k in ks],
+                            marker="o", capsize=3, color=color, label=f"committee of {kind} (BERT-1)")
+        ref = d[(d["committee"] == "reference") & d["committee_k"].isna()]["accuracy"]
+        if len(ref):
+            m, s = ref.mean(), _std(ref)
+            ax.axhline(m, color="k", lw=1.2, label=f"{d[d['committee'] == 'reference']['model'].iloc[0]} (deep)")
+            ax.axhspan(m - s, m + s, color="k", alpha=0.1)
+        ax.set_xlabel("committee size K")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        if len(curves):
+            ax.set_xticks(sorted(curves["committee_k"].dropna().unique().astype(int)))
+    if not lat.empty:
+        ax = axes[0][-1]
+        batches = sorted(lat["batch"].unique())
+        labels = [f"{r.model}\n{r.mode}" if r.mode != "single" else r.model
+                  for r in lat[lat["batch"] == batches[0]].itertuples()]
+        x = np.arange(len(labels))
+        width = 0.8 / len(batches)
+        for j, b in enumerate(batches):
+            rows = lat[lat["batch"] == b]
+            ax.bar(x + (j - (len(batches) - 1) / 2) * width, rows["median_ms"], width, label=f"batch {b}")
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel("median forward latency (ms)")
+        ax.set_title(f"Latency ({lat['device'].iloc[0][:40]})", fontsize=9)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    art = int(com["pretrain_articles"].max())
+    fig.suptitle(f"Soft committees of independently pre-trained BERT-1 models vs the deep model ({art:,} articles)")
+    caption(fig, com, "committee")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    return fig
+
+
+FIGURES = {"pretrain_gap": fig_pretrain_gap, "size": fig_size, "overlap": fig_overlap, "committee": fig_committee}
+
+
+def make_figures(results_dir, out_dir="plots", studies=None) -> list[Path]:
+    data = load(Path(results_dir))
+    res = data["results"]
+    preset = res["preset"].dropna().iloc[0] if "preset" in res and res["preset"].notna().any() else "results"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, fn in FIGURES.items():
+        if studies and name not in studies:
+            continue
+        fig = fn(data, out)
+        if fig is None:
+            print(f"{name}: no finished units, no figure")
+            continue
+        path = out / f"{preset}_{name}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+        print(f"{name}: {path}")
+    return written
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", required=True, help="folder holding results.csv (e.g. results/cpu)")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent), help="where the PNGs go (plots/)")
+    p.add_argument("--study", nargs="+", choices=list(FIGURES), help="only these figures")
+    args = p.parse_args(argv)
+    try:
+        make_figures(args.results, args.out, args.study)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

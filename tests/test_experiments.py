@@ -1,0 +1,204 @@
+"""The experiment runner (tinybert/experiments) end to end on the smoke preset, and the figures from its CSVs.
+
+One smoke run (every study, 2 seeds, a small synthetic Wikipedia source so the test does not read the 108 MB
+corpus) is shared by the tests of this module: columns, caching, resuming a grown grid, a failing unit, plots.
+"""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tinybert.data_dir import candidate_data_dirs
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED_COLUMNS = {"study", "model", "pretrain_articles", "vocab", "task", "setting", "seed", "pretrained",
+                    "accuracy", "final_accuracy", "pretrain_seconds", "finetune_seconds", "status", "error",
+                    "overlap_tokens", "overlap_types", "committee", "committee_k", "corpus", "unit"}
+
+
+def _data_dir():
+    for d in candidate_data_dirs():
+        if all((d / x).exists() for x in ("agnews", "dbpedia", "fewrel", "bert_vocab/vocab.txt")):
+            return d
+    return None
+
+
+pytestmark = pytest.mark.skipif(_data_dir() is None, reason="shared data (tasks, bert_vocab) not found")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_source(path: Path, n: int = 500) -> Path:
+    """Articles of random real words (so the bert-base vocab gives real ids), one per line."""
+    vocab = (_data_dir() / "bert_vocab" / "vocab.txt").read_text().split("\n")
+    words = [w for w in vocab[2000:12000] if w.isalpha()]
+    rng = np.random.default_rng(0)
+    path.write_text("\n".join(" ".join(rng.choice(words, size=int(rng.integers(5, 50)))) for _ in range(n)) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from tinybert.experiments import main
+
+    root = tmp_path_factory.mktemp("smoke")
+    args = ["--preset", "smoke", "--out", str(root / "out"), "--source", str(make_source(root / "wiki.txt")),
+            "--cache-dir", str(root / "cache")]
+    assert main(["run", "--study", "all", *args]) == 0
+    return root / "out", args
+
+
+def test_results_csv_columns_and_rows(smoke):
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    assert EXPECTED_COLUMNS <= set(df.columns)
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"][["study", "model", "task", "error"]]
+    assert set(df["study"]) == {"pretrain_gap", "size", "overlap", "committee"}
+    assert set(df["task"]) == {"agnews", "dbpedia", "fewrel"}
+    assert set(df["seed"]) == {0, 1}
+    gap = df[df["study"] == "pretrain_gap"]
+    assert len(gap) == 2 * 3 * 2 * 2  # models x tasks x {scratch, pre-trained} x seeds
+    assert gap["accuracy"].between(0, 1).all() and gap["final_accuracy"].between(0, 1).all()
+    assert set(df[df["study"] == "size"]["pretrain_articles"]) == {0, 100, 200}
+    assert set(df[df["study"] == "overlap"]["corpus"]) == {"none", "high", "random", "low"}
+    pre = df[df["pretrained"] & df["committee_k"].isna()]
+    assert (pre["overlap_tokens"] > 0).all() and (pre["pretrain_seconds"] > 0).all()
+    assert (df[~df["pretrained"]]["overlap_tokens"] == 0).all()
+    ks = df[df["committee_k"].notna()]
+    assert set(ks["committee"]) == {"variants", "seeds"} and set(ks["committee_k"]) == {1, 2}
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"accuracy_mean", "accuracy_std", "n", "gap_mean", "gap_std"} <= set(summary.columns)
+    assert (summary["n"] == 2).all()
+    ov = pd.read_csv(out / "overlap.csv")
+    assert set(ov["task"]) == {"agnews", "dbpedia", "fewrel"}
+    nested = ov[ov["corpus"] == "nested"].groupby(["task", "seed"])
+    for _, g in nested:  # nested corpora: a larger corpus covers at least as much of the task
+        assert g.sort_values("pretrain_articles")["overlap_tokens"].is_monotonic_increasing
+    lat = pd.read_csv(out / "latency.csv")
+    assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
+    assert "## pretrain_gap" in (out / "tables.md").read_text()
+
+
+def test_figures_from_the_csvs(smoke, tmp_path):
+    out, _ = smoke
+    sys.path.insert(0, str(REPO))  # `plots` is a top-level folder, not an installed package
+    try:
+        make_figures = importlib.import_module("plots.make_figures")
+    finally:
+        sys.path.remove(str(REPO))
+    written = make_figures.make_figures(out, tmp_path)
+    names = sorted(p.name for p in written)
+    assert names == ["smoke_committee.png", "smoke_overlap.png", "smoke_pretrain_gap.png", "smoke_size.png"]
+    assert all(p.stat().st_size > 10_000 for p in written)
+
+
+def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, capsys, monkeypatch):
+    from tinybert.experiments import main, units
+
+    out, args = smoke
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
+    calls = []
+    real_finetune = units.finetune
+
+    def no_work(*a, **k):
+        calls.append(1)
+        return real_finetune(*a, **k)
+
+    monkeypatch.setattr(units, "finetune", no_work)
+    capsys.readouterr()
+    assert main(["run", "--study", "all", *args]) == 0
+    assert calls == []
+    assert "(40 cached, 0 to run)" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")} == before
+
+    # Grow the grid by a seed; DBpedia's new units raise. They are recorded as failed and the others go on.
+    def flaky(model, train, val, test, cfg, *a, **k):
+        if model.num_labels == 14:
+            raise RuntimeError("injected failure")
+        calls.append(1)
+        return real_finetune(model, train, val, test, cfg, *a, **k)
+
+    monkeypatch.setattr(units, "finetune", flaky)
+    assert main(["run", "--study", "all", *args, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
+    assert "(40 cached, 20 to run)" in capsys.readouterr().out
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
+    assert all(after[name] == t for name, t in before.items())  # old units untouched
+    df = pd.read_csv(out / "results.csv")
+    failed = df[df["status"] == "failed"]
+    assert len(failed) and set(failed["task"]) == {"dbpedia"} and set(failed["seed"]) == {2}
+    assert failed["error"].str.contains("RuntimeError: injected failure").all()
+    assert (df[df["seed"] == 2]["task"] != "dbpedia").sum() > 0
+    assert (df[(df["seed"] == 2) & (df["task"] != "dbpedia")]["status"] == "ok").all()
+    bad = json.loads(next(p for p in (out / "units").glob("ft-*.json")
+                          if json.loads(p.read_text())["status"] == "failed").read_text())
+    assert "injected failure" in bad["error"] and "Traceback" in bad["traceback"]
+
+    # The next run retries only the failed units.
+    monkeypatch.setattr(units, "finetune", real_finetune)
+    assert main(["run", "--study", "pretrain_gap", *args, "--seeds", "0", "1", "2"]) == 0
+    assert ", 4 to run, 4 of them failed before)" in capsys.readouterr().out
+    df = pd.read_csv(out / "results.csv")
+    assert (df[df["study"] == "pretrain_gap"]["status"] == "ok").all()
+
+
+def test_a_failing_pretraining_fails_its_units_only(tmp_path, monkeypatch):
+    from tinybert.experiments import main, units
+
+    real = units.pretrain
+
+    def boom(model, *a, **k):
+        if model.config.layers == 2:  # the smoke preset's deep model
+            raise ValueError("pre-training exploded")
+        return real(model, *a, **k)
+
+    monkeypatch.setattr(units, "pretrain", boom)
+    out = tmp_path / "out"
+    rc = main(["run", "--study", "pretrain_gap", "--preset", "smoke", "--out", str(out), "--seeds", "0",
+               "--source", str(make_source(tmp_path / "wiki.txt", 400)), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 1
+    df = pd.read_csv(out / "results.csv")
+    df = df[df["study"] == "pretrain_gap"]  # (its units also appear as rows of the other studies that share them)
+    bad = df[df["status"] == "failed"]
+    assert set(bad["model"]) == {"bert6"} and bad["pretrained"].all() and len(bad) == 3
+    assert bad["error"].str.contains("pre-training exploded").all()
+    assert len(df) == 12 and (df[df["model"] == "bert1-h2"]["status"] == "ok").all()
+    assert (df[(df["model"] == "bert6") & ~df["pretrained"]]["status"] == "ok").all()
+
+
+def test_nested_selection_matches_load_or_build_corpus(tmp_path):
+    """The runner cuts every size-N training set out of one pool; the rows must equal what train.py would use."""
+    from data_prep.corpus import load_or_build_corpus
+    from tinybert.experiments import get_preset
+    from tinybert.experiments.units import Workspace
+
+    src = make_source(tmp_path / "wiki.txt", 400)
+    preset = get_preset("smoke")
+    ws = Workspace(preset, tmp_path / "out", sources=[src], cache_dir=tmp_path / "cache")
+    for n in (1, 37, 100, 200):
+        rows = ws.corpus_rows(ws.corpus_spec("nested", n))
+        ref, _ = load_or_build_corpus(ws.tokenizer, n, preset.corpus_seed, "paper", preset.seq_len, sources=[src],
+                                      cache_dir=tmp_path / "cache2", show_progress=False)
+        assert np.array_equal(rows, np.asarray(ref))
+    held, _ = load_or_build_corpus(ws.tokenizer, preset.eval_articles, preset.corpus_seed, "paper", preset.seq_len,
+                                   sources=[src], cache_dir=tmp_path / "cache2", show_progress=False,
+                                   skip=preset.pool_size)
+    assert np.array_equal(ws.eval_rows(), np.asarray(held))
+    # the overlap arms come from the same pool, have the asked size and are ordered by overlap
+    arms = {a: ws.corpus_rows(ws.corpus_spec(a, preset.overlap.size)) for a in ("high", "random", "low")}
+    assert all(len(r) == preset.overlap.size for r in arms.values())
+    ref_task = ws.reference_task()
+    ov = {a: ws.task_overlap(ref_task, preset.corpus_seed, ws.corpus_spec(a, preset.overlap.size))["overlap_tokens"]
+          for a in arms}
+    assert ov["high"] >= ov["low"]

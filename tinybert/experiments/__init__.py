@@ -1,0 +1,28 @@
+"""Reproduce the paper: presets, units cached by hash, the four studies, results tables.
+
+    python -m tinybert.experiments run --study all --preset cpu --out results/cpu
+    python -m tinybert.experiments estimate --study all --preset cpu     # plan and time estimate only
+    python -m plots.make_figures --results results/cpu                  # figures from the CSVs
+
+Where it sits in the flow: the top of the pipeline. It calls the library directly (data_prep for corpora and
+tasks, tinybert.pretrain / tinybert.finetune / tinybert.committee / tinybert.bench_latency / tinybert.overlap)
+and writes CSVs; plots/ draws from those CSVs only. Modules:
+
+  presets.py   the paper, cpu and smoke presets (what to run)
+  units.py     one pre-training or fine-tuning unit: spec, hash, cache folder, run
+  studies.py   the studies as grids of units; committee curves, overlap table, latency
+  runner.py    planning, time estimate, progress/ETA, parallel jobs, failure handling
+  tables.py    results.csv / summary.csv / latency.csv / tables.md from the finished units
+  __main__.py  the command line
+"""
+
+from .presets import PRESETS, Preset, get_preset
+from .runner import run_studies
+from .studies import STUDIES
+
+__all__ = ["PRESETS", "Preset", "STUDIES", "get_preset", "main", "run_studies"]
+
+
+def main(argv=None) -> int:
+    from .__main__ import main as _main
+    return _main(argv)

@@ -1,0 +1,84 @@
+"""Command line of the experiment runner (see tinybert/experiments/__init__.py and runner.py).
+
+    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,committee,all} --preset {paper,cpu,smoke}
+                                       [--out results/<preset>] [--seeds 0 1 2] [--device auto] [--threads N]
+    python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
+    python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from tinybert.data_dir import DatasetNotFound
+from tinybert.runtime import PRECISIONS, choose_device, choose_precision
+
+from .presets import PRESETS, get_preset
+from .runner import run_studies
+from .tables import write_tables
+from .studies import STUDIES
+from .units import Workspace
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tinybert.experiments", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, help_ in (("run", "run the studies (cached units are skipped)"),
+                        ("estimate", "print the plan and the estimated time; run nothing"),
+                        ("tables", "rewrite results.csv, summary.csv and tables.md from the finished units")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--study", choices=STUDIES + ("all",), default="all")
+        s.add_argument("--preset", choices=sorted(PRESETS), required=True)
+        s.add_argument("--out", help="output folder (default results/<preset>)")
+        s.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (default: the preset's)")
+        s.add_argument("--data-dir", help="datasets root (default: $TINYBERT_DATA, ../shared/data, ./data)")
+        s.add_argument("--cache-dir", help="token-array cache (default: $TINYBERT_CACHE or ./cache)")
+        s.add_argument("--source", nargs="+", help="article files instead of <data dir>/wikipedia/*.tar.xz")
+        s.add_argument("--device", default="auto")
+        s.add_argument("--precision", choices=PRECISIONS, default="auto")
+        s.add_argument("--jobs", type=int, help="worker processes running units in parallel (default: the "
+                                                "preset's; cpu: 2)")
+        s.add_argument("--threads", type=int, default=0,
+                       help="torch CPU threads per job (default: torch's default with 1 job, 1 with several)")
+        s.add_argument("--no-retry", action="store_true", help="do not retry units that failed before")
+        s.add_argument("--progress", action="store_true", help="progress bars inside pre-training")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = get_preset(args.preset)
+    jobs = max(args.jobs or preset.jobs, 1)
+    threads = args.threads or (1 if jobs > 1 else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    if args.seeds:
+        preset = replace(preset, seeds=tuple(args.seeds))
+    studies = STUDIES if args.study == "all" else (args.study,)
+    out = Path(args.out or f"results/{preset.name}")
+    try:
+        device = choose_device(args.device)
+        precision = choose_precision(args.precision, device)
+        ws = Workspace(preset, out, data_dir=args.data_dir, cache_dir=args.cache_dir, sources=args.source,
+                       device=device, precision=precision, show_progress=args.progress)
+        if args.command == "tables":
+            out.mkdir(parents=True, exist_ok=True)
+            return 1 if write_tables(preset, ws) else 0
+        failed = run_studies(preset, ws, studies, retry_failed=not args.no_retry, dry_run=args.command == "estimate",
+                             jobs=jobs, threads=threads)
+    except (DatasetNotFound, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""The runner: plan the units of the chosen studies, estimate the time, run what is not cached, write the tables.
+
+Where it sits: studies.py lists the rows, units.py runs one unit, this file orders them, prints progress and ETA,
+and tables.py writes, in `<out>/`:
+
+    results.csv   one row per (study, unit): every finished or failed fine-tuning unit of every study, plus the
+                  derived committee rows (committee_k = K); the `status` and `error` columns say what failed
+    summary.csv   mean and std (ddof 1) over seeds per configuration, with the paired pre-training gap
+                  (pre-trained minus from scratch, same model, task and seed) and, for committees, the paired
+                  difference to the deep reference
+    overlap.csv   overlap of every task sample with every corpus (overlap study)
+    latency.csv   inference latency of every model and committee (committee study)
+    tables.md     one table per study, from summary.csv / overlap.csv / latency.csv
+    preset.json   the preset the folder was made with (a second preset into the same folder is refused)
+
+Caching: a fine-tuning unit whose ft-<hash>.json says 'ok' is never run again; a 'failed' one is retried
+(unless --no-retry); a pre-training unit is reused when its model.pt exists and resumed from checkpoint.pt when
+it was interrupted. So an interrupted run continues where it stopped, and a grown grid runs only what is new.
+Any exception inside a unit is caught, recorded as failed (with the error) and the run goes on; Ctrl-C stops.
+
+Estimate: each model configuration's training step is timed once on this machine (a pre-training step at
+seq_len and a fine-tuning step at each task's typical length, optimiser step included; cached per machine in
+<cache dir>/calibration.json), times the steps each unit will take, divided by the number of parallel jobs.
+The ETA after each unit rescales the remaining estimate by the measured/estimated ratio so far.
+
+Parallel jobs (`--jobs N`, the cpu preset's default is 2): units run in N spawned worker processes with
+`--threads` torch threads each (default 1). For these small models two 1-thread processes get more done on two
+cores than one 2-thread process. A group (one pre-training plus every unit that starts from it, or one scratch
+unit) always runs in one worker, so a pre-training is never run twice.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from data_prep.corpus import default_cache_dir
+from tinybert.config import ModelConfig
+from tinybert.model import BertForMaskedLM, BertForSequenceClassification
+
+from .presets import Preset
+from .studies import GridRow, build_grid, latency_spec, measure_latency, overlap_table
+from .tables import write_tables
+from .units import (Workspace, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
+                    record_failure, run_finetune, run_pretrain, spec_hash, write_json_atomic)
+
+NUM_LABELS = {"agnews": 4, "dbpedia": 14, "fewrel": 64}
+TABLES_EVERY_S = 120  # rewrite results.csv & co. at most this often during a run (and always at the end)
+TYPICAL_TOKENS = {"agnews": 54, "dbpedia": 66, "fewrel": 36}  # mean bert-base tokens per text, [CLS]/[SEP] incl.
+
+
+# ----------------------------------------------------------------------------------------------------------
+# estimate
+
+
+class Estimator:
+    """Seconds per unit from timed training steps (cached per machine in <cache dir>/calibration.json)."""
+
+    def __init__(self, ws: Workspace, preset: Preset, log=print):
+        self.ws, self.preset, self.log = ws, preset, log
+        # machine-specific, not run-specific: shared by every output folder that uses this cache
+        self.path = Path(ws.cache_dir or default_cache_dir()) / "calibration.json"
+        self.cache = read_json(self.path) or {}
+
+    def _step(self, kind: str, config: dict, length: int, num_labels: int = 2) -> float:
+        batch = self.preset.pretrain["batch_size"] if kind == "pretrain" else self.preset.finetune["batch_size"]
+        key = f"{kind}|{spec_hash(config)}|{length}|{batch}|{num_labels}|{self.ws.machine}|{self.ws.precision.name}"
+        if key not in self.cache:
+            self.cache[key] = probe_step(ModelConfig.from_dict(config), kind, batch, length, num_labels,
+                                         self.ws.device, self.ws.precision)
+            write_json_atomic(self.path, self.cache)
+        return self.cache[key]
+
+    def pretrain(self, spec: dict) -> float:
+        p = self.preset
+        cfg = p.pretrain
+        t = self._step("pretrain", spec["model"], p.seq_len)
+        steps = cfg["epochs"] * (spec["corpus"]["articles"] // cfg["batch_size"])
+        evals = cfg["epochs"] * math.ceil(p.eval_articles / cfg["batch_size"]) * t / 3
+        return steps * t + evals + 2.0
+
+    def finetune(self, spec: dict) -> float:
+        task, f = spec["task"], spec["finetune"]
+        labels = task["labels"] or (16 if task["setting"] == "val16" else NUM_LABELS[task["name"]])
+        n_val = task["val_per_label"]
+        if n_val is None:
+            n_val = max(1, int(task["train_per_label"] * 0.1))
+        n_train = labels * (task["train_per_label"] - n_val)
+        n_eval = labels * (n_val + task["test_per_label"])
+        length = min(f["max_length"], TYPICAL_TOKENS[task["name"]])
+        t = self._step("finetune", spec["model"], length, labels)
+        return f["epochs"] * (math.ceil(n_train / f["batch_size"]) * t + n_eval / f["batch_size"] * t / 3) + 1.0
+
+
+def probe_step(config: ModelConfig, kind: str, batch: int, length: int, num_labels: int, device,
+               precision, repeats: int = 1) -> float:
+    """Seconds of one training step (forward, backward, AdamW) on random ids; the global RNG is untouched."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(0)
+        model = (BertForMaskedLM(config) if kind == "pretrain" else
+                 BertForSequenceClassification(config, num_labels)).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        ids = torch.randint(1000, config.vocab_size, (batch, length), device=device)
+        labels = (torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, -100))
+                  if kind == "pretrain" else torch.randint(0, num_labels, (batch,), device=device))
+
+        def step():
+            with precision.autocast(device):
+                if kind == "pretrain":
+                    loss = model(ids, None, labels).loss
+                else:
+                    loss = torch.nn.functional.cross_entropy(model(ids, None).float(), labels)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        times = []
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def fmt_time(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# run
+
+
+def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
+                jobs: int = 1, threads: int = 0, log=print) -> int:
+    """Plan, estimate, run and tabulate. Returns the number of failed units (0 = all fine)."""
+    out = ws.out
+    out.mkdir(parents=True, exist_ok=True)
+    saved = read_json(out / "preset.json")
+    if saved is not None and saved.get("name") != preset.name:
+        raise ValueError(f"{out} holds results of preset {saved.get('name')!r}, not {preset.name!r}; "
+                         f"choose another --out")
+    write_json_atomic(out / "preset.json", preset.to_dict())
+
+    grid = build_grid(preset, ws, studies)
+    units: dict[str, GridRow] = {}
+    for r in grid:
+        units.setdefault(r.ft_hash, r)
+    todo, cached, retry = [], 0, 0
+    for h, r in units.items():
+        rec = ft_record(ws, r.ft)
+        if rec is not None and (rec.get("status") == "ok" or not retry_failed):
+            cached += 1
+        else:
+            retry += rec is not None
+            todo.append(r)
+    # Studies in the order given; within a study, scratch units first, then grouped by pre-training (size,
+    # corpus, model, pre-training seed), so each pre-trained model is loaded once for all its units.
+    order = {s: i for i, s in enumerate(studies)}
+    todo.sort(key=lambda r: (order[r.study], r.pretrain is not None, r.articles, r.corpus, r.model.name,
+                             r.pretrain_seed or 0, r.task.name, r.seed))
+    pretrains = {}
+    for r in todo:
+        if r.pretrain is not None:
+            pretrains.setdefault(spec_hash(r.pretrain), r.pretrain)
+    pre_todo = {h: s for h, s in pretrains.items() if pretrain_done(ws, s) is None}
+
+    log(f"preset {preset.name}: studies {', '.join(studies)}; {ws.machine}, precision {ws.precision.name}")
+    log(f"plan: {len(units)} fine-tuning units ({cached} cached, {len(todo)} to run"
+        f"{f', {retry} of them failed before' if retry else ''}), {len(pre_todo)} pre-training runs to do "
+        f"({len(pretrains) - len(pre_todo)} reused)")
+    est = Estimator(ws, preset, log)
+    t0 = time.perf_counter()
+    estimates = {h: est.pretrain(s) for h, s in pre_todo.items()}
+    estimates.update({r.ft_hash: est.finetune(r.ft) for r in todo})
+    probe_s = time.perf_counter() - t0
+    total = sum(estimates.values())
+    pre_total = sum(estimates[h] for h in pre_todo)
+    log(f"estimated time: {fmt_time(total / max(jobs, 1))} on {jobs} job(s) (units in sequence: pre-training "
+        f"{fmt_time(pre_total)}, fine-tuning {fmt_time(total - pre_total)}; from training steps timed on this "
+        f"machine now, {probe_s:.0f} s to measure; a busy machine makes it longer)")
+    if dry_run:
+        return 0
+
+    start = time.perf_counter()
+    progress = Progress(todo, estimates, pre_todo, jobs, start, log)
+    if jobs > 1 and len(todo) > 1:
+        ws.pool()  # build the corpus cache once, here, before the workers read it
+        run_parallel(preset, ws, todo, estimates, pre_todo, jobs, threads, progress, log)
+    else:
+        failed_pre: dict[str, str] = {}
+        last_tables = start
+        for r in todo:
+            msg, real, est = execute_unit(ws, r, estimates, pre_todo, failed_pre, log,
+                                          prefix=f"[{progress.done + 1}/{len(todo)}]")
+            progress.update(r, msg, real, est)
+            if time.perf_counter() - last_tables > TABLES_EVERY_S:  # partial results stay visible during long runs
+                write_tables(preset, ws, log=None)
+                last_tables = time.perf_counter()
+
+    if "committee" in studies:
+        spec = latency_spec(ws, preset)
+        path = ws.units / f"latency-{spec_hash(spec)}.json"
+        if read_json(path) is None:
+            log("measuring latency ...")
+            try:
+                write_json_atomic(path, {"spec": spec, "rows": measure_latency(ws, preset, log), "date": now()})
+            except Exception as exc:  # noqa: BLE001
+                log(f"latency FAILED: {format_exception(exc)[0]}")
+    if "overlap" in studies:
+        try:
+            rows = overlap_table(ws, preset)
+            pd.DataFrame(rows).to_csv(out / "overlap.csv", index=False)
+        except Exception as exc:  # noqa: BLE001
+            log(f"overlap table FAILED: {format_exception(exc)[0]}")
+    n_failed = write_tables(preset, ws, log=log, studies=studies)
+    log(f"done in {fmt_time(time.perf_counter() - start)}: {out / 'results.csv'}, {out / 'summary.csv'}, "
+        f"{out / 'tables.md'}" + (f"; {n_failed} failed row(s), see the error column" if n_failed else ""))
+    return n_failed
+
+
+class Progress:
+    """Prints one line per finished unit with the ETA: the remaining estimate, rescaled by the measured/estimated
+    ratio so far, divided by the number of parallel jobs."""
+
+    def __init__(self, todo, estimates, pre_todo, jobs, start, log):
+        self.todo, self.estimates, self.pre_todo = todo, estimates, pre_todo
+        self.jobs, self.start, self.log = jobs, start, log
+        self.done, self.done_est, self.done_real = 0, 0.0, 0.0
+        self.remaining = sum(estimates.values())
+
+    def update(self, r: GridRow, msg: str, real: float, est: float, quiet: bool = False) -> None:
+        self.done += 1
+        self.done_est += est
+        self.done_real += real
+        self.remaining = max(self.remaining - est, 0.0)
+        if not quiet:
+            self.log(f"[{self.done}/{len(self.todo)}] {describe(r)}: {msg} in {fmt_time(real)} | {self.status()}")
+
+    def status(self) -> str:
+        ratio = min(max(self.done_real / max(self.done_est, 1e-9), 0.25), 4.0)
+        return (f"elapsed {fmt_time(time.perf_counter() - self.start)}, "
+                f"ETA {fmt_time(self.remaining * ratio / self.jobs)}")
+
+
+def execute_unit(ws: Workspace, r: GridRow, estimates: dict, pre_todo: dict, failed_pre: dict, log,
+                 prefix: str = "") -> tuple[str, float, float]:
+    """Run one fine-tuning unit (and its pre-training first, when that is not done yet). Any exception is
+    recorded in the unit's JSON as a failure; returns (message, seconds, estimated seconds)."""
+    unit_start = time.perf_counter()
+    est = estimates.get(r.ft_hash, 0.0)
+    pre_info = None
+    try:
+        if r.pretrain is not None:
+            h = spec_hash(r.pretrain)
+            if h in failed_pre:
+                raise RuntimeError(f"pre-training {h} failed: {failed_pre[h]}")
+            pre_info = pretrain_done(ws, r.pretrain)
+            if pre_info is None:
+                est += estimates.get(h, 0.0)
+                log(f"{prefix} pre-training {r.model.name} on {r.articles} articles ({r.corpus}, seed "
+                    f"{r.pretrain_seed}) -> {pretrain_dir(ws, r.pretrain).name} (est. {fmt_time(estimates.get(h, 0))})")
+                try:
+                    pre_info = run_pretrain(ws, r.pretrain, log)
+                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+                    err, tb = format_exception(exc)
+                    failed_pre[h] = err
+                    write_json_atomic(pretrain_dir(ws, r.pretrain) / "failed.json", {"error": err, "traceback": tb})
+                    log(f"{prefix} pre-training FAILED: {err}")
+                    raise RuntimeError(f"pre-training {h} failed: {err}") from None
+                log(f"{prefix} pre-trained {r.model.name} on {r.articles} {r.corpus} articles in "
+                    f"{fmt_time(pre_info['seconds'])}, held-out masked-token accuracy {pre_info['eval_acc']:.4f}")
+        rec = run_finetune(ws, r.ft, r.pretrain, pre_info)
+        msg = f"acc {rec['accuracy']:.4f} (last epoch {rec['final_accuracy']:.4f})"
+    except KeyboardInterrupt:
+        log("\ninterrupted; run the same command again to continue (finished units are kept)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed unit is recorded and the study goes on
+        err, tb = format_exception(exc)
+        record_failure(ws, r.ft, err, tb)
+        msg = f"FAILED: {err}"
+    return msg, time.perf_counter() - unit_start, est
+
+
+# -- parallel: independent groups of units (one pre-training and all units built on it) in worker processes --
+
+_WORKER: dict = {}
+
+
+def _worker_init(ws_args: dict, threads: int) -> None:
+    torch.set_num_threads(max(threads, 1))
+    ws_args = dict(ws_args)
+    from tinybert.runtime import Precision
+    ws_args["device"] = torch.device(ws_args["device"])
+    ws_args["precision"] = Precision(*ws_args["precision"])
+    _WORKER["ws"] = Workspace(**ws_args)
+
+
+def _worker_group(job) -> list:
+    group, estimates, pre_todo = job
+    ws = _WORKER["ws"]
+    failed_pre: dict = {}
+    out = []
+    log = lambda m: print(m, flush=True)  # noqa: E731 - the workers share the parent's stdout
+    for r in group:
+        msg, real, est = execute_unit(ws, r, estimates, pre_todo, failed_pre, log, prefix="  [worker]")
+        log(f"  [worker] {describe(r)}: {msg} in {fmt_time(real)}")
+        out.append((r.ft_hash, msg, real, est))
+    return out
+
+
+def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs: int, threads: int,
+                 progress: Progress, log) -> None:
+    """Units in `jobs` worker processes (spawned; `threads` torch threads each). A group = the units sharing one
+    pre-training (so it is trained once, by one worker) or one scratch unit; the longest groups go first."""
+    import multiprocessing
+
+    by_pre: dict = {}
+    groups = []
+    for r in todo:
+        if r.pretrain is None:
+            groups.append([r])
+        else:
+            by_pre.setdefault(spec_hash(r.pretrain), []).append(r)
+    groups += list(by_pre.values())
+
+    def cost(g):
+        pre = estimates.get(spec_hash(g[0].pretrain), 0.0) if g[0].pretrain is not None else 0.0
+        return pre + sum(estimates[r.ft_hash] for r in g)
+
+    groups.sort(key=cost, reverse=True)
+    rows = {r.ft_hash: r for r in todo}
+    ws_args = {"preset": preset, "out": ws.out, "data_dir": ws.data_dir, "cache_dir": ws.cache_dir,
+               "sources": ws.sources, "device": str(ws.device), "precision": (ws.precision.name, ws.precision.reason),
+               "show_progress": False}
+    log(f"running {len(todo)} units in {len(groups)} groups on {jobs} worker processes x {max(threads, 1)} thread(s)")
+    ctx = multiprocessing.get_context("spawn")
+    last_tables = time.perf_counter()
+    try:
+        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ws_args, threads)) as pool:
+            for results in pool.imap_unordered(_worker_group, [(g, estimates, pre_todo) for g in groups]):
+                for h, msg, real, est in results:
+                    progress.update(rows[h], msg, real, est, quiet=True)
+                log(f"[{progress.done}/{len(todo)} units done] {progress.status()}")
+                if time.perf_counter() - last_tables > TABLES_EVERY_S:
+                    write_tables(preset, ws, log=None)
+                    last_tables = time.perf_counter()
+    except KeyboardInterrupt:
+        log("\ninterrupted; run the same command again to continue (finished units are kept, an interrupted "
+            "pre-training resumes from its last epoch)")
+        raise
+
+
+def describe(r: GridRow) -> str:
+    pre = "scratch" if r.pretrain is None else f"{r.articles} {r.corpus} articles, pre-seed {r.pretrain_seed}"
+    member = f", member {r.member}" if r.member is not None else ""
+    return f"{r.study}: {r.model.name} ({pre}) on {r.task.name} seed {r.seed}{member}"
