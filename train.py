@@ -36,7 +36,7 @@ from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
 from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.pretrain import SCHEDULES, PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
-from tinybert.runtime import PRECISIONS, choose_precision, seed_everything
+from tinybert.runtime import PRECISIONS, choose_precision, seed_everything, tune_cpu_allocator
 from tinybert.tokenizer import WordPieceTokenizer
 
 
@@ -330,4 +330,5 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
 
 
 if __name__ == "__main__":
+    tune_cpu_allocator()  # faster CPU steps (see tinybert/runtime.py); a no-op off glibc
     sys.exit(main())

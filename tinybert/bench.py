@@ -44,15 +44,18 @@ import torch.nn.functional as F
 
 from tinybert.config import make_model_config
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM, count_parameters, encoder_macs_per_token, flops_per_token
-from tinybert.runtime import choose_device, choose_precision
+from tinybert.runtime import choose_device, choose_precision, tune_cpu_allocator
 
 PAPER_TOKENS = 40_000 * 128 * 50  # the paper's pre-training: 40k articles x first 128 tokens x 50 epochs
 DEFAULT_PEAK_SIZES = (1024, 2048, 4096)
 
 
 def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so wall-clock timings cover it (CUDA and MPS run asynchronously)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=DEFAULT_PEAK_SIZES, repeats: int = 5) -> dict:
@@ -97,17 +100,7 @@ def make_optimizer(model, kind: str, lr: float = 5e-5, weight_decay: float = 0.0
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **extra)
 
 
-def disable_malloc_mmap() -> bool:
-    """glibc only: serve every allocation from the heap and never give it back (M_MMAP_MAX=0, M_TRIM_THRESHOLD
-    2 GiB), so the big per-step tensors (logits, embedding gradients) reuse memory instead of being mmapped and
-    page-faulted afresh each step. The same as MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<big> in the
-    environment. Returns whether it took effect."""
-    import ctypes
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, ctypes.c_int(2**31 - 1)))
-    except (OSError, AttributeError):
-        return False
+disable_malloc_mmap = tune_cpu_allocator  # kept under its old name for the bench's flags
 
 
 def executed_flops_per_token(config, mlm_fraction: float, seq_len: int, last_block: str = "sparse") -> float:

@@ -236,7 +236,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
 
     # fused AdamW on CUDA: one kernel for all parameters, and with fp16 the GradScaler hands it the inf check
     # on the device instead of reading it on the host every step
-    fused = {"fused": True} if device.type == "cuda" else {}
+    # (and on CPU: measured 339 -> 97 ms per BERT-1 h8 optimiser step against the per-parameter loop)
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, cfg, steps_per_epoch))

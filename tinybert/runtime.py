@@ -102,3 +102,17 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def tune_cpu_allocator() -> bool:
+    """glibc only: serve large allocations from the heap and never give memory back (M_MMAP_MAX=0,
+    M_TRIM_THRESHOLD 2 GiB), so the big per-step tensors (MLM logits, embedding gradients) reuse memory instead of
+    being mmapped and page-faulted afresh every step. Measured on our 2-core CI machine: cross-entropy forward +
+    backward on 608 x 30522 logits 221 -> 41 ms, a BERT-1 h8 training step -20%, at +1% peak memory.
+    Equivalent to MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647. Returns whether it took effect."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, ctypes.c_int(2**31 - 1)))
+    except (OSError, AttributeError):
+        return False
