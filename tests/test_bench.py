@@ -4,7 +4,6 @@ test: two steps, 64x64 matmuls, seconds on CPU)."""
 import json
 
 import pytest
-import torch
 
 from tinybert import bench
 from tinybert.config import make_model_config
@@ -13,13 +12,6 @@ from tinybert.model import flops_per_token
 TINY = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--peak-sizes", "64", "--peak-repeats", "2",
         "--batch-size", "4", "--seq-len", "16", "--vocab-size", "97", "--device", "cpu"]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_main_reports_peaks_and_model_fields(tmp_path, capsys):

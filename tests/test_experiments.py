@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from tinybert.data_dir import candidate_data_dirs
 
@@ -31,13 +30,6 @@ def _data_dir():
 
 pytestmark = pytest.mark.skipif(_data_dir() is None, reason="shared data (tasks, bert_vocab) not found")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_source(path: Path, n: int = 500) -> Path:

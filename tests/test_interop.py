@@ -12,14 +12,6 @@ from tinybert.model import BertEncoder, BertForMaskedLM, BertForSequenceClassifi
 V, P, H, I = 50, 16, 32, 128  # vocab, positions, hidden, intermediate of the config below
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops: extra threads only add contention on a shared CPU
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def cfg(**kw):
     return make_model_config("tiny", layers=2, vocab_size=V, max_position=P, dropout=0.0, attention_dropout=0.0,

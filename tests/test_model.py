@@ -22,14 +22,6 @@ from tinybert.model import (
 V = 97  # small vocab keeps the tests fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these ops are tiny: extra threads only add contention on a shared CPU (measured: 0.5 s -> 7 s)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(**kw):
     base = dict(vocab_size=V, max_position=32, dropout=0.0, attention_dropout=0.0)

@@ -11,13 +11,6 @@ from tinybert.model import IGNORE_INDEX, BertEncoder, BertForMaskedLM
 V = 97
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def cfg(**kw):
     base = dict(vocab_size=V, max_position=32, dropout=0.0, attention_dropout=0.0)

@@ -94,8 +94,11 @@ def fixed_mlm_batch(batch_size: int, seq_len: int, vocab_size: int, mask_id: int
 
 
 def make_optimizer(model, kind: str, lr: float = 5e-5, weight_decay: float = 0.01):
-    """AdamW as pretrain.py builds it ('default'), or forced to the 'foreach', 'fused' or 'loop' implementation."""
-    extra = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True},
+    """AdamW as pretrain.py builds it ('default': fused on CPU and CUDA), or forced to the 'foreach', 'fused' or
+    'loop' implementation."""
+    device_type = next(model.parameters()).device.type
+    default = {"fused": True} if device_type in ("cuda", "cpu") else {}
+    extra = {"default": default, "foreach": {"foreach": True}, "fused": {"fused": True},
              "loop": {"foreach": False}}[kind]
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **extra)
 
