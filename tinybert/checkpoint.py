@@ -10,6 +10,9 @@ A checkpoint is one torch file holding a plain dict (no pickled classes, so it l
   optimizer, scheduler, scaler   state_dicts (None where not used)
   progress      {'epoch': e, 'batch': b, 'step': s}: the next batch to run
   rng           global torch RNG states (dropout), see runtime.rng_state
+  world_size, rng_ranks   under torchrun: the number of processes and every process's RNG state, so a resume
+                on the same number of processes is bit-exact (tinybert/distributed.py)
+  cli, data     train.py's flags and the data provenance (resume takes its settings from `cli`)
 Saving writes `<path>.tmp` and renames it over `<path>`, so a crash mid-write never leaves a half-written
 file and the previous checkpoint survives.
 """
