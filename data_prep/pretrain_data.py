@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.corpus import _source_entries, default_cache_dir, load_or_build_corpus, select_articles
+from data_prep.corpus import (_source_entries, default_cache_dir, forget_texts, load_or_build_corpus,
+                              select_articles)
 from data_prep.wikipedia import default_wiki_sources
 from tinybert.tokenizer import WordPieceTokenizer
 
@@ -80,8 +81,11 @@ def prepare_pretraining_data(*, data_dir=None, tokenizer=None, vocab_path=None, 
                                                     show_progress=show_progress)
     common = dict(seed=seed, layout=layout, seq_len=seq_len, sources=sources, cache_dir=cache_dir,
                   show_progress=show_progress)
-    train, train_meta = load_or_build_corpus(tokenizer, wiki_size, **common)
-    held_out, eval_meta = load_or_build_corpus(tokenizer, eval_articles, skip=wiki_size, **common)
+    try:
+        train, train_meta = load_or_build_corpus(tokenizer, wiki_size, **common)
+        held_out, eval_meta = load_or_build_corpus(tokenizer, eval_articles, skip=wiki_size, **common)
+    finally:
+        forget_texts()  # the texts were read at most once for the vocab and both arrays
     meta = {"vocab": {**vocab_meta, "vocab_hash": tokenizer.vocab_hash, "vocab_size": tokenizer.vocab_size},
             "train": train_meta, "eval": eval_meta}
     return PretrainingData(tokenizer, train, held_out, meta)

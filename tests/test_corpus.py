@@ -275,3 +275,22 @@ def test_skip_draws_a_disjoint_held_out_set(tmp_path):
     both = select_articles([src], 40, seed=7)
     assert not set(train_texts) & set(held_out)
     assert set(train_texts) | set(held_out) == set(both)
+
+
+def test_sources_are_read_once_until_forgotten(tmp_path, monkeypatch):
+    src = tmp_path / "few.jsonl"
+    src.write_text("".join(f'{{"text": "article {i}"}}\n' for i in range(20)))
+    calls = []
+    real = corpus.iter_articles
+    monkeypatch.setattr(corpus, "iter_articles", lambda *a, **k: calls.append(1) or real(*a, **k))
+    corpus.forget_texts()
+    stats_a, stats_b = ReadStats(), ReadStats()
+    a = select_articles([src], 5, seed=1, stats=stats_a)
+    b = select_articles([src], 5, seed=1, stats=stats_b)
+    assert a == b and len(calls) == 1
+    assert stats_a.kept == stats_b.kept == 20  # each caller still gets the read counts
+    src.write_text("".join(f'{{"text": "changed article {i}"}}\n' for i in range(20)))  # new size: re-read
+    assert select_articles([src], 5, seed=1)[0].startswith("changed") and len(calls) == 2
+    corpus.forget_texts()
+    select_articles([src], 5, seed=1)
+    assert len(calls) == 3
