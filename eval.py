@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,8 @@ from tinybert.data_dir import DatasetNotFound, resolve_data_dir
 from tinybert.finetune import SCHEDULES, FinetuneConfig, build_classifier, encode_examples, finetune
 from tinybert.model import count_parameters
 from tinybert.pretrain import TrainingDiverged
-from tinybert.runtime import PRECISIONS, choose_device, choose_precision, seed_everything, tune_cpu_allocator
+from tinybert.runtime import (PRECISIONS, choose_device, choose_precision, git_commit, seed_everything,
+                              tune_cpu_allocator)
 from tinybert.tokenizer import WordPieceTokenizer
 
 TASK_CHOICES = ("agnews", "dbpedia", "fewrel", "csv")
@@ -189,14 +189,6 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return ""
 
 
 def default_out(args, members) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -36,7 +35,7 @@ from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
 from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.pretrain import SCHEDULES, PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
-from tinybert.runtime import PRECISIONS, choose_precision, seed_everything, tune_cpu_allocator
+from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_everything, tune_cpu_allocator
 from tinybert.tokenizer import WordPieceTokenizer
 
 
@@ -170,14 +169,6 @@ def committee_members(args: argparse.Namespace, rank: int, world_size: int, argv
             member = merge_resume(member, typed, Path(member.out))
         members.append(member)
     return members
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main(argv=None) -> int:

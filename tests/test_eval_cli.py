@@ -8,13 +8,13 @@ import csv
 import importlib.util
 import json
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from data_prep.tasks import Example, TaskData
 from tinybert.checkpoint import save_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
@@ -34,24 +34,6 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS
 
 class StubTaskDataError(ValueError):
     pass
-
-
-@dataclass
-class Example:
-    text: str
-    label: int
-
-
-@dataclass
-class TaskData:
-    name: str
-    setting: str
-    label_names: list
-    train: list
-    val: list
-    test: list
-    notes: list = field(default_factory=list)
-    sources: list = field(default_factory=list)
 
 
 def read_rows(path, text_col, label_col):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,12 @@ def tune_cpu_allocator() -> bool:
         return bool(libc.mallopt(-4, 0)) and bool(libc.mallopt(-1, ctypes.c_int(2**31 - 1)))
     except (OSError, AttributeError):
         return False
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, recorded in run.json / results.json ('' outside a git checkout)."""
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent.parent).stdout.strip()
+    except OSError:
+        return ""
