@@ -81,6 +81,9 @@ def test_results_csv_columns_and_rows(smoke):
     lat = pd.read_csv(out / "latency.csv")
     assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
     assert "## pretrain_gap" in (out / "tables.md").read_text()
+    record = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()][0]
+    assert len(record["commit"]) == 40 and record["failed_rows"] == 0 and record["end"] >= record["start"]
+    assert record["studies"] == ["pretrain_gap", "size", "overlap", "committee"] and record["units_to_run"] > 0
 
 
 def test_figures_from_the_csvs(smoke, tmp_path):

@@ -3,7 +3,7 @@
 A preset is a plain dataclass; the runner (runner.py) turns it into units. Three presets:
 
 * ``paper``: the paper's sizes (PAPER.md §2.3-2.6), meant for GPUs.
-* ``cpu``: the same studies scaled to about an hour on a 2-core CPU (see `cpu_preset`'s docstring).
+* ``cpu``: the same studies scaled to about 1.5 hours on a 2-core CPU (see `cpu_preset`'s docstring).
 * ``smoke``: a minute or two end to end; for tests and for checking a machine before a long run.
 
 Model specs name a `tinybert.config` preset and/or override ModelConfig fields; `family` is 'bert6' (the deep
@@ -142,7 +142,7 @@ CPU_EXTRA = (("attention_dropout", 0.0),)
 
 
 def cpu_preset() -> Preset:
-    """All four studies in about an hour on an idle 2-core CPU (2 worker processes x 1 thread).
+    """All four studies in about 1.5 hours on an idle 2-core CPU (2 worker processes x 1 thread).
 
     Scaling from the paper, and why:
     * Vocabulary: bert-base-uncased, as the paper (no vocab training). With 30522 tokens the tied embedding /
@@ -157,9 +157,10 @@ def cpu_preset() -> Preset:
       and ModernBERT): on CPU any attention dropout forces SDPA's slow math path, ~1/5 of a fine-tuning step.
     * Data: the first 64 tokens of each article (the paper: 128), the same seeded nested selection; sizes
       1k/2k/4k/8k articles (paper 20k/40k/90k); 4k for the gap, overlap and committee studies.
-    * Pre-training: 5 epochs (the paper: 50) at lr 1e-3 with 6% warm-up (the paper: 5e-5), batch 32: 125
-      to 1250 steps per model; 16 pre-trainings in all (BERT-6 x 4 sizes, 3 overlap sets, 5 variants,
-      4 more seeds of the first variant).
+    * Pre-training: 10 epochs (the paper: 50) at lr 1e-3 with 6% warm-up (the paper: 5e-5), batch 32: 310
+      to 2500 steps per model; 16 pre-trainings in all (BERT-6 x 4 sizes, 3 overlap sets, 5 variants,
+      4 more seeds of the first variant). 10 rather than 5 epochs because of the pilots below: 5 left the deep
+      model near the unigram plateau, and the budget of 3 hours allows 10.
     * Fine-tuning: 10 epochs at lr 1e-3 (paper 50 at 5e-5), max length 64, batch 32: from scratch, these tiny
       models stay at chance with lr 3e-4 for 8 epochs and reach ~70% on AG News with 1e-3 (best validation
       epoch 5-7 of 15 in the pilots).
@@ -167,11 +168,10 @@ def cpu_preset() -> Preset:
     * Overlap arms: 4k articles each from a pool of 40k, for AG News; an article's score is the share of its
       tokens that occur in 2000 AG News training texts (top_k covers all their types).
     * Committee: the five scaled BERT-1 variants and 5 pre-training seeds of the first, on AG News and DBpedia.
-    Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on this machine while other
-    engineers' jobs loaded it): 52 min of pre-training + 42 min of fine-tuning in sequence = 47 min on 2 jobs
-    at load ~2.7 (71 min when timed at a heavier load). A real slice (`--study pretrain_gap --seeds 0`: 2
-    pre-trainings, 12 units) took 9.2 min against 7.6 estimated (x1.2, worker start-up included), so about
-    an hour on the idle machine.
+    Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on the idle machine):
+    1.7 h of pre-training + 45 min of fine-tuning in sequence = 73 min on 2 jobs. A real slice with 5 epochs
+    (`--study pretrain_gap --seeds 0`: 2 pre-trainings, 12 units) took 9.2 min against 7.6 estimated (x1.2,
+    worker start-up included), so about 1.5 h; RESULTS.md gives the measured time of the recorded run.
     Pilot findings (AG News, seed 0, measured here): from scratch, BERT-6 reaches 0.70; pre-trained on 4k
     articles for 5 epochs (625 steps; held-out masked-token accuracy 0.08, still near the unigram plateau) it
     reaches 0.42, for 10 epochs (0.11) 0.61; the shallow bert1-h8-c2k3d64 leaves the plateau sooner (0.15 after
@@ -184,7 +184,7 @@ def cpu_preset() -> Preset:
     """
     return Preset(
         name="cpu",
-        description="paper studies scaled to ~1 h on a 2-core CPU",
+        description="paper studies scaled to ~1.5 h on a 2-core CPU",
         deep=ModelSpec("bert6", "bert6", None, (("layers", 6), ("heads", 4), ("head_size", 16)) + CPU_EXTRA),
         shallow=_bert1_variants(lambda h: h // 2, 16, lambda c: c // 8, CPU_EXTRA),
         tasks=(TaskSpec("agnews", 100, 100), TaskSpec("dbpedia", 20, 20),
@@ -192,7 +192,7 @@ def cpu_preset() -> Preset:
         seq_len=64,
         sizes=(1000, 2000, 4000, 8000),
         main_size=4000,
-        pretrain=dict(epochs=5, batch_size=32, lr=1e-3, weight_decay=0.01, schedule="linear", warmup_frac=0.06),
+        pretrain=dict(epochs=10, batch_size=32, lr=1e-3, weight_decay=0.01, schedule="linear", warmup_frac=0.06),
         finetune=dict(epochs=10, batch_size=32, lr=1e-3, weight_decay=0.01, max_length=64, schedule="linear"),
         eval_articles=200,
         committee_tasks=("agnews", "dbpedia"),

@@ -12,6 +12,8 @@ and tables.py writes, in `<out>/`:
     latency.csv   inference latency of every model and committee (committee study)
     tables.md     one table per study, from summary.csv / overlap.csv / latency.csv
     preset.json   the preset the folder was made with (a second preset into the same folder is refused)
+    runs.jsonl    one line per `run`: command, git commit (and whether the tree had uncommitted changes),
+                  machine, torch version, start and end time, units run and failed; RESULTS.md cites it
 
 Caching: a fine-tuning unit whose ft-<hash>.json says 'ok' is never run again; a 'failed' one is retried
 (unless --no-retry); a pre-training unit is reused when its model.pt exists and resumed from checkpoint.pt when
@@ -31,7 +33,10 @@ unit) always runs in one worker, so a pre-training is never run twice.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -193,6 +198,7 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
         return 0
 
     start = time.perf_counter()
+    record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo))
     progress = Progress(todo, estimates, pre_todo, jobs, start, log)
     if jobs > 1 and len(todo) > 1:
         ws.pool()  # build the corpus cache once, here, before the workers read it
@@ -224,9 +230,26 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
         except Exception as exc:  # noqa: BLE001
             log(f"overlap table FAILED: {format_exception(exc)[0]}")
     n_failed = write_tables(preset, ws, log=log, studies=studies)
+    record.update(end=now(), seconds=round(time.perf_counter() - start), failed_rows=n_failed)
+    with open(out / "runs.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
     log(f"done in {fmt_time(time.perf_counter() - start)}: {out / 'results.csv'}, {out / 'summary.csv'}, "
         f"{out / 'tables.md'}" + (f"; {n_failed} failed row(s), see the error column" if n_failed else ""))
     return n_failed
+
+
+def run_record(ws: Workspace, studies, jobs: int, threads: int, n_units: int, n_pretrain: int) -> dict:
+    """Who made these results: the command line, the commit and whether the working tree differed from it."""
+    from tinybert.runtime import git_commit
+    try:
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip())
+    except OSError:
+        dirty = None
+    return {"command": " ".join(["python -m tinybert.experiments"] + sys.argv[1:]), "commit": git_commit(),
+            "uncommitted_changes": dirty, "machine": ws.machine, "torch": torch.__version__,
+            "precision": ws.precision.name, "studies": list(studies), "jobs": jobs, "threads": threads,
+            "units_to_run": n_units, "pretrainings_to_run": n_pretrain, "start": now()}
 
 
 class Progress:
