@@ -164,14 +164,15 @@ def cpu_preset() -> Preset:
     * Fine-tuning: 10 epochs at lr 1e-3 (paper 50 at 5e-5), max length 64, batch 32: from scratch, these tiny
       models stay at chance with lr 3e-4 for 8 epochs and reach ~70% on AG News with 1e-3 (best validation
       epoch 5-7 of 15 in the pilots).
-      AG News 100/100 per label, DBpedia 20/20, FewRel the first 16 of the 64 relations with 40/20; 3 seeds.
+      AG News 100/100 per label, DBpedia 20/20, FewRel the first 16 of the 64 relations with 40/20; 5 seeds
+      (0-4): with samples this small one seed in three can stay near chance (BERT-6 from scratch on AG News:
+      0.705, 0.725, 0.365 in the first recorded run), so 3 seeds left gaps with a spread of 0.1-0.2.
     * Overlap arms: 4k articles each from a pool of 40k, for AG News; an article's score is the share of its
       tokens that occur in 2000 AG News training texts (top_k covers all their types).
     * Committee: the five scaled BERT-1 variants and 5 pre-training seeds of the first, on AG News and DBpedia.
     Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on the idle machine):
-    1.7 h of pre-training + 45 min of fine-tuning in sequence = 73 min on 2 jobs. A real slice with 5 epochs
-    (`--study pretrain_gap --seeds 0`: 2 pre-trainings, 12 units) took 9.2 min against 7.6 estimated (x1.2,
-    worker start-up included), so about 1.5 h; RESULTS.md gives the measured time of the recorded run.
+    1.7 h of pre-training + 75 min of fine-tuning (200 units) in sequence = 88 min on 2 jobs. Measured: seeds
+    0-2 (16 pre-trainings, 120 units) took 62.5 min against 73 estimated; RESULTS.md gives the recorded runs.
     Pilot findings (AG News, seed 0, measured here): from scratch, BERT-6 reaches 0.70; pre-trained on 4k
     articles for 5 epochs (625 steps; held-out masked-token accuracy 0.08, still near the unigram plateau) it
     reaches 0.42, for 10 epochs (0.11) 0.61; the shallow bert1-h8-c2k3d64 leaves the plateau sooner (0.15 after
@@ -194,6 +195,7 @@ def cpu_preset() -> Preset:
         main_size=4000,
         pretrain=dict(epochs=10, batch_size=32, lr=1e-3, weight_decay=0.01, schedule="linear", warmup_frac=0.06),
         finetune=dict(epochs=10, batch_size=32, lr=1e-3, weight_decay=0.01, max_length=64, schedule="linear"),
+        seeds=(0, 1, 2, 3, 4),
         eval_articles=200,
         committee_tasks=("agnews", "dbpedia"),
         overlap=OverlapSpec(task="agnews", size=4000, pool=40000, top_k=10000, reference_per_label=500,
