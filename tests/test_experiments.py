@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from tinybert.data_dir import candidate_data_dirs
 
@@ -197,3 +198,33 @@ def test_nested_selection_matches_load_or_build_corpus(tmp_path):
     ov = {a: ws.task_overlap(ref_task, preset.corpus_seed, ws.corpus_spec(a, preset.overlap.size))["overlap_tokens"]
           for a in arms}
     assert ov["high"] >= ov["low"]
+
+
+def test_embedding_stats_see_a_collapse_and_agree_with_the_pairwise_loop():
+    from tinybert.experiments.embeddings import embedding_stats, mean_pairwise_cosine
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(50, 8, generator=g)
+    unit = torch.nn.functional.normalize(rows, dim=1)
+    loop = np.mean([float(unit[i] @ unit[j]) for i in range(50) for j in range(50) if i != j])
+    assert mean_pairwise_cosine(rows) == pytest.approx(loop, abs=1e-6)
+    # ids 0-1 special, 2-41 seen (random rows), 42-99 unseen (one shared direction plus a little noise)
+    emb = torch.randn(100, 8, generator=g)
+    emb[42:] = 3 * torch.ones(8) + 0.1 * torch.randn(58, 8, generator=g)
+    seen = np.zeros(100, dtype=bool)
+    seen[:42] = True
+    s = embedding_stats(emb, seen, exclude=[0, 1])
+    assert (s["seen_rows"], s["unseen_rows"]) == (40, 58)
+    assert abs(s["seen_cosine"]) < 0.1 and s["unseen_cosine"] > 0.99 and s["unseen_norm"] > s["seen_norm"]
+
+
+def test_embedding_report_reads_the_smoke_units(smoke, capsys):
+    from tinybert.experiments.embeddings import main
+
+    out, args = smoke
+    assert main(args) == 0
+    df = pd.read_csv(out / "embeddings.csv")
+    n_units = len(list((out / "units").glob("pretrain-*/model.pt")))
+    assert len(df) == n_units > 0
+    assert (df["seen_rows"] + df["unseen_rows"] == 30522 - 5).all() and (df["seen_rows"] > 0).all()
+    assert "cosine seen / unseen" in capsys.readouterr().out
