@@ -13,6 +13,7 @@ and writes CSVs; plots/ draws from those CSVs only. Modules:
   studies.py   the studies as grids of units; committee curves, overlap table, latency
   runner.py    planning, time estimate, progress/ETA, parallel jobs, failure handling
   tables.py    results.csv / summary.csv / latency.csv / tables.md from the finished units
+  embeddings.py  after a run: norms and similarity of the vocabulary rows pre-training saw vs never saw
   __main__.py  the command line
 """
 
