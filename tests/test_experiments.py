@@ -58,7 +58,7 @@ def test_results_csv_columns_and_rows(smoke):
     df = pd.read_csv(out / "results.csv")
     assert EXPECTED_COLUMNS <= set(df.columns)
     assert (df["status"] == "ok").all(), df[df["status"] != "ok"][["study", "model", "task", "error"]]
-    assert set(df["study"]) == {"pretrain_gap", "size", "overlap", "committee"}
+    assert set(df["study"]) == {"pretrain_gap", "size", "overlap", "reset_unseen", "committee"}
     assert set(df["task"]) == {"agnews", "dbpedia", "fewrel"}
     assert set(df["seed"]) == {0, 1}
     gap = df[df["study"] == "pretrain_gap"]
@@ -66,6 +66,12 @@ def test_results_csv_columns_and_rows(smoke):
     assert gap["accuracy"].between(0, 1).all() and gap["final_accuracy"].between(0, 1).all()
     assert set(df[df["study"] == "size"]["pretrain_articles"]) == {0, 100, 200}
     assert set(df[df["study"] == "overlap"]["corpus"]) == {"none", "high", "random", "low"}
+    reset = df[df["study"] == "reset_unseen"]
+    assert set(reset["corpus"]) == {"none", "nested", "nested-reset"} and set(reset["pretrain_articles"]) == {0, 100, 200}
+    units_dir = out / "units"
+    n_reset = [json.loads((units_dir / f"ft-{u}.json").read_text())["reset_rows"]
+               for u in reset[reset["corpus"] == "nested-reset"]["unit"]]
+    assert all(n > 0 for n in n_reset)
     pre = df[df["pretrained"] & df["committee_k"].isna()]
     assert (pre["overlap_tokens"] > 0).all() and (pre["pretrain_seconds"] > 0).all()
     assert (df[~df["pretrained"]]["overlap_tokens"] == 0).all()
@@ -84,7 +90,8 @@ def test_results_csv_columns_and_rows(smoke):
     assert "## pretrain_gap" in (out / "tables.md").read_text()
     record = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()][0]
     assert len(record["commit"]) == 40 and record["failed_rows"] == 0 and record["end"] >= record["start"]
-    assert record["studies"] == ["pretrain_gap", "size", "overlap", "committee"] and record["units_to_run"] > 0
+    assert record["studies"] == ["pretrain_gap", "size", "overlap", "reset_unseen", "committee"]
+    assert record["units_to_run"] > 0
 
 
 def test_figures_from_the_csvs(smoke, tmp_path):
@@ -96,7 +103,8 @@ def test_figures_from_the_csvs(smoke, tmp_path):
         sys.path.remove(str(REPO))
     written = make_figures.make_figures(out, tmp_path)
     names = sorted(p.name for p in written)
-    assert names == ["smoke_committee.png", "smoke_overlap.png", "smoke_pretrain_gap.png", "smoke_size.png"]
+    assert names == ["smoke_committee.png", "smoke_overlap.png", "smoke_pretrain_gap.png", "smoke_reset_unseen.png",
+                     "smoke_size.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
 
 
@@ -116,7 +124,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
     capsys.readouterr()
     assert main(["run", "--study", "all", *args]) == 0
     assert calls == []
-    assert "(40 cached, 0 to run)" in capsys.readouterr().out
+    assert "(52 cached, 0 to run)" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")} == before
 
     # Grow the grid by a seed; DBpedia's new units raise. They are recorded as failed and the others go on.
@@ -128,7 +136,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
 
     monkeypatch.setattr(units, "finetune", flaky)
     assert main(["run", "--study", "all", *args, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
-    assert "(40 cached, 20 to run)" in capsys.readouterr().out
+    assert "(52 cached, 26 to run)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
     assert all(after[name] == t for name, t in before.items())  # old units untouched
     df = pd.read_csv(out / "results.csv")
@@ -228,3 +236,25 @@ def test_embedding_report_reads_the_smoke_units(smoke, capsys):
     assert len(df) == n_units > 0
     assert (df["seen_rows"] + df["unseen_rows"] == 30522 - 5).all() and (df["seen_rows"] > 0).all()
     assert "cosine seen / unseen" in capsys.readouterr().out
+
+
+def test_reset_unseen_rows_redraws_only_the_never_seen_tokens():
+    from tinybert.config import ModelConfig
+    from tinybert.experiments.units import reset_unseen_rows
+    from tinybert.model import BertForSequenceClassification
+
+    model = BertForSequenceClassification(ModelConfig(vocab_size=40, layers=1, heads=2, head_size=4), 3)
+    emb = model.bert.embeddings.word_embeddings.weight
+    with torch.no_grad():
+        emb.fill_(5.0)  # a "collapsed" table: every row the same large vector
+    counts = np.zeros(40, dtype=np.int64)
+    counts[10:30] = 7  # ids 10-29 seen in pre-training; 0-4 are special
+    assert reset_unseen_rows(model, counts, exclude=[0, 1, 2, 3, 4], seed=0) == 40 - 20 - 5
+    assert (emb[:5] == 5).all() and (emb[10:30] == 5).all()
+    redrawn = torch.cat([emb[5:10], emb[30:]])
+    assert redrawn.abs().max() < 0.2 and 0.01 < redrawn.std() < 0.03
+    before = redrawn.clone()
+    with torch.no_grad():
+        emb.fill_(5.0)
+    reset_unseen_rows(model, counts, exclude=[0, 1, 2, 3, 4], seed=0)
+    assert torch.equal(torch.cat([emb[5:10], emb[30:]]), before)  # seeded

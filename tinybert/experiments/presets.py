@@ -68,6 +68,7 @@ class Preset:
     committee_seeds: int = 5         # K of the K-seeds committee (pre-training seeds 0..K-1 of the main BERT-1)
     committee_tasks: tuple = ("agnews", "dbpedia", "fewrel")
     size_tasks: tuple = ("agnews", "dbpedia", "fewrel")
+    reset_sizes: tuple = ()          # reset_unseen study: corpus sizes (default: the smallest size and main_size)
     overlap: OverlapSpec = field(default_factory=OverlapSpec)
     latency: dict = field(default_factory=lambda: {"batch_sizes": (1, 32), "repeats": 20, "warmup": 3})
     vocab: str = "bert"              # 'bert': <data>/bert_vocab/vocab.txt (bert-base-uncased); or a path
@@ -170,6 +171,7 @@ def cpu_preset() -> Preset:
     * Overlap arms: 4k articles each from a pool of 40k, for AG News; an article's score is the share of its
       tokens that occur in 2000 AG News training texts (top_k covers all their types).
     * Committee: the five scaled BERT-1 variants and 5 pre-training seeds of the first, on AG News and DBpedia.
+    * reset_unseen: BERT-6 on 1k and 4k articles (checkpoints of the size study), 30 more fine-tuning units.
     Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on the idle machine):
     1.7 h of pre-training + 75 min of fine-tuning (200 units) in sequence = 88 min on 2 jobs. Measured: seeds
     0-2 (16 pre-trainings, 120 units) took 62.5 min against 73 estimated; RESULTS.md gives the recorded runs.

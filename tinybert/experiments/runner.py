@@ -150,6 +150,7 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
                 jobs: int = 1, threads: int = 0, log=print) -> int:
     """Plan, estimate, run and tabulate. Returns the number of failed units (0 = all fine)."""
     out = ws.out
+    dirty = uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
     out.mkdir(parents=True, exist_ok=True)
     saved = read_json(out / "preset.json")
     if saved is not None and saved.get("name") != preset.name:
@@ -198,7 +199,7 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
         return 0
 
     start = time.perf_counter()
-    record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo))
+    record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo), dirty)
     progress = Progress(todo, estimates, pre_todo, jobs, start, log)
     if jobs > 1 and len(todo) > 1:
         ws.pool()  # build the corpus cache once, here, before the workers read it
@@ -238,14 +239,19 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     return n_failed
 
 
-def run_record(ws: Workspace, studies, jobs: int, threads: int, n_units: int, n_pretrain: int) -> dict:
+def uncommitted_changes() -> bool | None:
+    """Whether tracked files differ from the commit (None outside a git checkout)."""
+    try:
+        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip())
+    except OSError:
+        return None
+
+
+def run_record(ws: Workspace, studies, jobs: int, threads: int, n_units: int, n_pretrain: int,
+               dirty: bool | None) -> dict:
     """Who made these results: the command line, the commit and whether the working tree differed from it."""
     from tinybert.runtime import git_commit
-    try:
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip())
-    except OSError:
-        dirty = None
     return {"command": " ".join(["python -m tinybert.experiments"] + sys.argv[1:]), "commit": git_commit(),
             "uncommitted_changes": dirty, "machine": ws.machine, "torch": torch.__version__,
             "precision": ws.precision.name, "studies": list(studies), "jobs": jobs, "threads": threads,

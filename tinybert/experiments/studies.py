@@ -10,6 +10,10 @@ one study, with the study's labels), units.py runs them, runner.py writes the ta
 * ``overlap`` (E3, C5): the deep model on `overlap.task`, pre-trained on `overlap.size` articles chosen for
   high, random and low overlap with that task, plus the scratch control; and (`overlap_table`) the overlap of
   every task sample with every corpus of the preset, without training.
+* ``reset_unseen`` (an intervention behind E2/E3): the deep model pre-trained on the smallest size and on
+  `main_size` articles, fine-tuned as in ``size`` and again after the word-embedding rows of every token its
+  pre-training rows never contained are drawn afresh from the initial distribution (corpus label
+  'nested-reset'). If those collapsed rows are what makes small corpora hurt, the reset closes the gap.
 * ``committee`` (E5, E6, C7-C10): members = the BERT-1 variants (pre-training seed 0) and K pre-training seeds
   of the main BERT-1, each fine-tuned with init seed seed + 10007 * member (as eval.py); the reference is the
   deep model pre-trained on the same `main_size` articles. `committee_rows` turns the members' test
@@ -30,7 +34,7 @@ from tinybert.model import BertForSequenceClassification, count_parameters, enco
 from .presets import ModelSpec, Preset, TaskSpec
 from .units import Workspace, finetune_spec, load_probs, pretrain_spec, spec_hash
 
-STUDIES = ("pretrain_gap", "size", "overlap", "committee")
+STUDIES = ("pretrain_gap", "size", "overlap", "reset_unseen", "committee")
 COMMITTEE_ORDERS = 100
 
 
@@ -55,12 +59,14 @@ class GridRow:
 
 
 def _row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
-         corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "") -> GridRow:
+         corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "",
+         reset_unseen: bool = False) -> GridRow:
     pre = None
     if articles:
         pre = pretrain_spec(ws, model, ws.corpus_spec(corpus, articles), pretrain_seed)
-    ft = finetune_spec(ws, model, pre, task, seed, member)
-    return GridRow(study, model, task, seed, pre, ft, articles, corpus if articles else "none",
+    ft = finetune_spec(ws, model, pre, task, seed, member, reset_unseen=reset_unseen)
+    label = (f"{corpus}-reset" if reset_unseen else corpus) if articles else "none"
+    return GridRow(study, model, task, seed, pre, ft, articles, label,
                    pretrain_seed if articles else None, committee, member if committee else None)
 
 
@@ -88,6 +94,14 @@ def build_grid(preset: Preset, ws: Workspace, studies) -> list[GridRow]:
                 rows.append(_row(ws, study, p.deep, task, seed))
                 for arm in p.overlap.arms:
                     rows.append(_row(ws, study, p.deep, task, seed, articles=p.overlap.size, corpus=arm))
+        elif study == "reset_unseen":
+            for name in p.size_tasks:
+                task = p.task(name)
+                for seed in p.seeds:
+                    rows.append(_row(ws, study, p.deep, task, seed))
+                    for n in p.reset_sizes or sorted({min(p.sizes), p.main_size}):
+                        for reset in (False, True):
+                            rows.append(_row(ws, study, p.deep, task, seed, articles=n, reset_unseen=reset))
         elif study == "committee":
             for name in p.committee_tasks:
                 task = p.task(name)

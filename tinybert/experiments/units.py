@@ -285,11 +285,29 @@ def pretrain_spec(ws: Workspace, model: ModelSpec, corpus: dict, seed: int) -> d
 
 
 def finetune_spec(ws: Workspace, model: ModelSpec, pretrain: dict | None, task: TaskSpec, seed: int,
-                  member: int = 0) -> dict:
-    return {"version": UNIT_VERSION, "kind": "finetune", "model": ws.model_config(model).to_dict(),
+                  member: int = 0, reset_unseen: bool = False) -> dict:
+    spec = {"version": UNIT_VERSION, "kind": "finetune", "model": ws.model_config(model).to_dict(),
             "pretrain": None if pretrain is None else spec_hash(pretrain), "task": asdict(task),
             "finetune": dict(ws.preset.finetune), "seed": seed, "init_seed": seed + MEMBER_SEED_STRIDE * member,
             "vocab": ws.tokenizer.vocab_hash}
+    if reset_unseen:  # only when set, so every other unit keeps its hash (and its cached result)
+        if pretrain is None:
+            raise ValueError("reset_unseen needs a pre-trained model")
+        spec["reset_unseen"] = True
+    return spec
+
+
+def reset_unseen_rows(model, corpus_counts: np.ndarray, exclude, seed: int) -> int:
+    """Draw the word-embedding rows of the tokens absent from the pre-training rows (`corpus_counts` == 0,
+    special tokens excluded) afresh from the initial N(0, 0.02), seeded; return how many rows were reset."""
+    unseen = corpus_counts == 0
+    unseen[list(exclude)] = False
+    idx = torch.from_numpy(np.flatnonzero(unseen))
+    weight = model.bert.embeddings.word_embeddings.weight
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight[idx] = (torch.randn(len(idx), weight.shape[1], generator=g) * 0.02).to(weight)
+    return len(idx)
 
 
 def pretrain_config(spec: dict, rows: int) -> PretrainConfig:
@@ -388,6 +406,9 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
     ckpt = None if pretrain is None else ws.checkpoint(pretrain)
     seed_everything(spec["init_seed"])
     model, _ = build_classifier(ckpt, config, data.num_labels)
+    n_reset = 0
+    if spec.get("reset_unseen"):
+        n_reset = reset_unseen_rows(model, ws.corpus_counts(pretrain["corpus"]), ws.exclude, spec["init_seed"])
     model = model.to(ws.device)
     cfg = FinetuneConfig(**fcfg, seed=spec["seed"], log_every=50)
     start = time.perf_counter()
@@ -410,7 +431,7 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
         "setting": data.setting, "num_labels": data.num_labels,
         "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": count_parameters(model),
         "overlap": {k: overlap[k] for k in ("overlap_tokens", "overlap_types", "task_tokens", "task_types")},
-        "pretrain": pretrain_info, "curve": res["curve"], "notes": data.notes,
+        "pretrain": pretrain_info, "reset_rows": n_reset, "curve": res["curve"], "notes": data.notes,
         "device": ws.machine, "precision": ws.precision.name, "date": now(),
     }
     write_json_atomic(json_path, rec)
