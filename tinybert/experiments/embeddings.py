@@ -8,6 +8,8 @@ each masked position (its share of the softmax normaliser, the same direction fo
 those tiny gradients into full-size steps; so the unseen rows drift together onto one shared vector, and a task
 token the corpus lacked reaches fine-tuning with the same embedding as every other unseen token. This module
 measures that, from the finished pre-training units of an experiment folder, without training anything.
+(Whether it matters for fine-tuning is what the `reset_unseen` study tests: in the cpu run it did not explain
+the negative pre-training gaps; see RESULTS.md.)
 
 For each unit under `<out>/units/pretrain-*/` (spec.json + model.pt) the word-embedding rows are split into tokens
 seen in that unit's pre-training rows and tokens never seen (special tokens excluded), and per group it reports:

@@ -173,16 +173,15 @@ def cpu_preset() -> Preset:
     * Committee: the five scaled BERT-1 variants and 5 pre-training seeds of the first, on AG News and DBpedia.
     * reset_unseen: BERT-6 on 1k and 4k articles (checkpoints of the size study), 30 more fine-tuning units.
     Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on the idle machine):
-    1.7 h of pre-training + 75 min of fine-tuning (200 units) in sequence = 88 min on 2 jobs. Measured: seeds
-    0-2 (16 pre-trainings, 120 units) took 62.5 min against 73 estimated; RESULTS.md gives the recorded runs.
+    1.7 h of pre-training + 87 min of fine-tuning (230 units) in sequence = about 95 min on 2 jobs. Measured
+    (RESULTS.md gives the recorded runs): 62.5 + 22.7 + 8.9 = 94 min for the three runs that grew the grid.
     Pilot findings (AG News, seed 0, measured here): from scratch, BERT-6 reaches 0.70; pre-trained on 4k
     articles for 5 epochs (625 steps; held-out masked-token accuracy 0.08, still near the unigram plateau) it
     reaches 0.42, for 10 epochs (0.11) 0.61; the shallow bert1-h8-c2k3d64 leaves the plateau sooner (0.15 after
-    5 epochs) and gains +0.08. Pre-training lr 5e-4 and 3e-3 did worse than 1e-3. Cause of the negative gaps:
-    embedding rows of tokens never seen in pre-training all receive the same softmax-normaliser gradient
-    through the tied decoder, and AdamW turns it into full-size steps, so they collapse onto one large shared
-    vector (mean cosine 0.89-0.97 between unseen rows vs 0.2 between seen rows); a task token not in the
-    pre-training rows then carries no information. More pre-training (epochs) and more overlap shrink this;
+    5 epochs) and gains +0.08. Pre-training lr 5e-4 and 3e-3 did worse than 1e-3. The embedding rows of tokens
+    never seen in pre-training collapse onto one large shared vector (embeddings.py measures it); the pilots
+    took that for the cause of the negative gaps, but the reset_unseen study of the recorded run refutes it
+    (re-drawing those rows does not close the gap; RESULTS.md). More pre-training epochs do shrink the gaps:
     raise `pretrain["epochs"]` if the budget allows (each epoch adds ~5 minutes on 2 jobs).
     """
     return Preset(
