@@ -67,7 +67,8 @@ def test_results_csv_columns_and_rows(smoke):
     assert set(df[df["study"] == "size"]["pretrain_articles"]) == {0, 100, 200}
     assert set(df[df["study"] == "overlap"]["corpus"]) == {"none", "high", "random", "low"}
     reset = df[df["study"] == "reset_unseen"]
-    assert set(reset["corpus"]) == {"none", "nested", "nested-reset"} and set(reset["pretrain_articles"]) == {0, 100, 200}
+    assert set(reset["corpus"]) == {"none", "nested", "nested-reset", "nested-blocks"}
+    assert set(reset["pretrain_articles"]) == {0, 100, 200}
     units_dir = out / "units"
     n_reset = [json.loads((units_dir / f"ft-{u}.json").read_text())["reset_rows"]
                for u in reset[reset["corpus"] == "nested-reset"]["unit"]]
@@ -124,7 +125,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
     capsys.readouterr()
     assert main(["run", "--study", "all", *args]) == 0
     assert calls == []
-    assert "(52 cached, 0 to run)" in capsys.readouterr().out
+    assert "(64 cached, 0 to run)" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")} == before
 
     # Grow the grid by a seed; DBpedia's new units raise. They are recorded as failed and the others go on.
@@ -136,7 +137,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
 
     monkeypatch.setattr(units, "finetune", flaky)
     assert main(["run", "--study", "all", *args, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
-    assert "(52 cached, 26 to run)" in capsys.readouterr().out
+    assert "(64 cached, 32 to run)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
     assert all(after[name] == t for name, t in before.items())  # old units untouched
     df = pd.read_csv(out / "results.csv")
@@ -258,3 +259,24 @@ def test_reset_unseen_rows_redraws_only_the_never_seen_tokens():
         emb.fill_(5.0)
     reset_unseen_rows(model, counts, exclude=[0, 1, 2, 3, 4], seed=0)
     assert torch.equal(torch.cat([emb[5:10], emb[30:]]), before)  # seeded
+
+
+def test_reinit_blocks_keeps_the_embeddings_and_redraws_the_blocks():
+    from tinybert.config import ModelConfig
+    from tinybert.experiments.units import reinit_blocks
+    from tinybert.model import BertForSequenceClassification
+
+    model = BertForSequenceClassification(ModelConfig(vocab_size=40, layers=2, heads=2, head_size=4), 3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(3.0)  # stands for pre-trained weights
+    rng_before = torch.get_rng_state()
+    reinit_blocks(model, seed=0)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's random stream is untouched
+    assert all((p == 3).all() for p in model.bert.embeddings.parameters())
+    assert all((p == 3).all() for p in model.classifier.parameters())
+    weights = [p for n, p in model.bert.blocks.named_parameters() if n.endswith("weight") and p.dim() == 2]
+    assert weights and all(p.std() < 0.05 for p in weights)
+    first = [p.clone() for p in model.bert.blocks.parameters()]
+    reinit_blocks(model, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(first, model.bert.blocks.parameters()))  # seeded

@@ -13,7 +13,9 @@ one study, with the study's labels), units.py runs them, runner.py writes the ta
 * ``reset_unseen`` (an intervention behind E2/E3): the deep model pre-trained on the smallest size and on
   `main_size` articles, fine-tuned as in ``size`` and again after the word-embedding rows of every token its
   pre-training rows never contained are drawn afresh from the initial distribution (corpus label
-  'nested-reset'). If those collapsed rows are what makes small corpora hurt, the reset closes the gap.
+  'nested-reset'), and again with the transformer blocks re-initialised and the embeddings kept
+  ('nested-blocks'). If those collapsed rows are what makes small corpora hurt, the reset closes the gap; if
+  the blocks are, the second arm does.
 * ``committee`` (E5, E6, C7-C10): members = the BERT-1 variants (pre-training seed 0) and K pre-training seeds
   of the main BERT-1, each fine-tuned with init seed seed + 10007 * member (as eval.py); the reference is the
   deep model pre-trained on the same `main_size` articles. `committee_rows` turns the members' test
@@ -60,12 +62,12 @@ class GridRow:
 
 def _row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
          corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "",
-         reset_unseen: bool = False) -> GridRow:
+         reset_unseen: bool = False, reinit_blocks: bool = False) -> GridRow:
     pre = None
     if articles:
         pre = pretrain_spec(ws, model, ws.corpus_spec(corpus, articles), pretrain_seed)
-    ft = finetune_spec(ws, model, pre, task, seed, member, reset_unseen=reset_unseen)
-    label = (f"{corpus}-reset" if reset_unseen else corpus) if articles else "none"
+    ft = finetune_spec(ws, model, pre, task, seed, member, reset_unseen=reset_unseen, reinit_blocks=reinit_blocks)
+    label = corpus + ("-reset" if reset_unseen else "") + ("-blocks" if reinit_blocks else "") if articles else "none"
     return GridRow(study, model, task, seed, pre, ft, articles, label,
                    pretrain_seed if articles else None, committee, member if committee else None)
 
@@ -100,8 +102,9 @@ def build_grid(preset: Preset, ws: Workspace, studies) -> list[GridRow]:
                 for seed in p.seeds:
                     rows.append(_row(ws, study, p.deep, task, seed))
                     for n in p.reset_sizes or sorted({min(p.sizes), p.main_size}):
-                        for reset in (False, True):
-                            rows.append(_row(ws, study, p.deep, task, seed, articles=n, reset_unseen=reset))
+                        for reset, blocks in ((False, False), (True, False), (False, True)):
+                            rows.append(_row(ws, study, p.deep, task, seed, articles=n, reset_unseen=reset,
+                                             reinit_blocks=blocks))
         elif study == "committee":
             for name in p.committee_tasks:
                 task = p.task(name)

@@ -43,7 +43,7 @@ from tinybert.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpo
 from tinybert.config import ModelConfig, make_model_config
 from tinybert.data_dir import resolve_data_dir
 from tinybert.finetune import FinetuneConfig, build_classifier, encode_examples, finetune
-from tinybert.model import BertForMaskedLM, count_parameters
+from tinybert.model import BertForMaskedLM, count_parameters, init_weights
 from tinybert.pretrain import PretrainConfig, pretrain
 from tinybert.runtime import Precision, seed_everything
 from tinybert.tokenizer import WordPieceTokenizer
@@ -285,16 +285,27 @@ def pretrain_spec(ws: Workspace, model: ModelSpec, corpus: dict, seed: int) -> d
 
 
 def finetune_spec(ws: Workspace, model: ModelSpec, pretrain: dict | None, task: TaskSpec, seed: int,
-                  member: int = 0, reset_unseen: bool = False) -> dict:
+                  member: int = 0, reset_unseen: bool = False, reinit_blocks: bool = False) -> dict:
     spec = {"version": UNIT_VERSION, "kind": "finetune", "model": ws.model_config(model).to_dict(),
             "pretrain": None if pretrain is None else spec_hash(pretrain), "task": asdict(task),
             "finetune": dict(ws.preset.finetune), "seed": seed, "init_seed": seed + MEMBER_SEED_STRIDE * member,
             "vocab": ws.tokenizer.vocab_hash}
-    if reset_unseen:  # only when set, so every other unit keeps its hash (and its cached result)
-        if pretrain is None:
-            raise ValueError("reset_unseen needs a pre-trained model")
-        spec["reset_unseen"] = True
+    # the interventions of the reset_unseen study; keys only when set, so every other unit keeps its hash
+    for key, on in (("reset_unseen", reset_unseen), ("reinit_blocks", reinit_blocks)):
+        if on:
+            if pretrain is None:
+                raise ValueError(f"{key} needs a pre-trained model")
+            spec[key] = True
     return spec
+
+
+def reinit_blocks(model, seed: int) -> None:
+    """Give the transformer blocks fresh initial weights (BERT init, seeded), keeping the embeddings (and a
+    conv front end) as pre-trained: where does a harmful pre-training live, in the blocks or the embeddings?"""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for block in model.bert.blocks:
+            block.apply(init_weights)
 
 
 def reset_unseen_rows(model, corpus_counts: np.ndarray, exclude, seed: int) -> int:
@@ -409,6 +420,8 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
     n_reset = 0
     if spec.get("reset_unseen"):
         n_reset = reset_unseen_rows(model, ws.corpus_counts(pretrain["corpus"]), ws.exclude, spec["init_seed"])
+    if spec.get("reinit_blocks"):
+        reinit_blocks(model, spec["init_seed"])
     model = model.to(ws.device)
     cfg = FinetuneConfig(**fcfg, seed=spec["seed"], log_every=50)
     start = time.perf_counter()
