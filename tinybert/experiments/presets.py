@@ -171,10 +171,10 @@ def cpu_preset() -> Preset:
     * Overlap arms: 4k articles each from a pool of 40k, for AG News; an article's score is the share of its
       tokens that occur in 2000 AG News training texts (top_k covers all their types).
     * Committee: the five scaled BERT-1 variants and 5 pre-training seeds of the first, on AG News and DBpedia.
-    * reset_unseen: BERT-6 on 1k and 4k articles (checkpoints of the size study), 30 more fine-tuning units.
+    * reset_unseen: BERT-6 on 1k and 4k articles (checkpoints of the size study), 60 more fine-tuning units.
     Estimate (`python -m tinybert.experiments estimate --preset cpu`, steps timed on the idle machine):
-    1.7 h of pre-training + 87 min of fine-tuning (230 units) in sequence = about 95 min on 2 jobs. Measured
-    (RESULTS.md gives the recorded runs): 62.5 + 22.7 + 8.9 = 94 min for the three runs that grew the grid.
+    1.7 h of pre-training + 99 min of fine-tuning (260 units) in sequence = about 100 min on 2 jobs. Measured
+    (RESULTS.md gives the recorded runs): about 103 min for the four runs that grew the grid.
     Pilot findings (AG News, seed 0, measured here): from scratch, BERT-6 reaches 0.70; pre-trained on 4k
     articles for 5 epochs (625 steps; held-out masked-token accuracy 0.08, still near the unigram plateau) it
     reaches 0.42, for 10 epochs (0.11) 0.61; the shallow bert1-h8-c2k3d64 leaves the plateau sooner (0.15 after

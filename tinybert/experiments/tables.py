@@ -189,8 +189,9 @@ def tables_markdown(preset: Preset, ws: Workspace, df: pd.DataFrame, s: pd.DataF
         rows = [[r.task, r.pretrain_articles, r.corpus, _pm(r.accuracy_mean, r.accuracy_std),
                  _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", int(r.n)]
                 for r in t.sort_values(["task", "pretrain_articles", "corpus"]).itertuples()]
-        parts += [f"## reset_unseen: {preset.deep.name} with the embedding rows of never-seen tokens re-drawn "
-                  f"(nested-reset) or kept (nested)",
+        parts += [f"## reset_unseen: {preset.deep.name} as pre-trained (nested), with the embedding rows of "
+                  f"never-seen tokens re-drawn (nested-reset), or with its transformer blocks re-initialised "
+                  f"(nested-blocks)",
                   md_table(["task", "articles", "corpus", "accuracy", "gap", "n"], rows)]
     ov_path = ws.out / "overlap.csv"
     if ov_path.is_file():
