@@ -3,7 +3,7 @@
 A preset is a plain dataclass; the runner (runner.py) turns it into units. Three presets:
 
 * ``paper``: the paper's sizes (PAPER.md §2.3-2.6), meant for GPUs.
-* ``cpu``: the same studies scaled to about 1.5 hours on a 2-core CPU (see `cpu_preset`'s docstring).
+* ``cpu``: the same studies scaled to under 2 hours on a 2-core CPU (see `cpu_preset`'s docstring).
 * ``smoke``: a minute or two end to end; for tests and for checking a machine before a long run.
 
 Model specs name a `tinybert.config` preset and/or override ModelConfig fields; `family` is 'bert6' (the deep
@@ -143,7 +143,7 @@ CPU_EXTRA = (("attention_dropout", 0.0),)
 
 
 def cpu_preset() -> Preset:
-    """All four studies in about 1.5 hours on an idle 2-core CPU (2 worker processes x 1 thread).
+    """All the studies in under 2 hours on an idle 2-core CPU (2 worker processes x 1 thread).
 
     Scaling from the paper, and why:
     * Vocabulary: bert-base-uncased, as the paper (no vocab training). With 30522 tokens the tied embedding /
