@@ -83,6 +83,18 @@ def _std(x) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
+def grouped_bars(ax, arms, keys) -> np.ndarray:
+    """Bars side by side at each of `keys`, one colour per arm: arms = [(label, color, SeriesGroupBy by key)],
+    height = mean, error bar = std over seeds. Returns the x positions of the groups."""
+    x = np.arange(len(keys))
+    width = 0.8 / len(arms)
+    for j, (label, color, g) in enumerate(arms):
+        ax.bar(x + (j - (len(arms) - 1) / 2) * width, [g.mean().get(k, np.nan) for k in keys], width,
+               yerr=[_std(g.get_group(k)) if k in g.groups else 0 for k in keys], capsize=3, label=label,
+               color=color)
+    return x
+
+
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -97,12 +109,9 @@ def fig_pretrain_gap(data: dict, out: Path):
     gaps = paired_gaps(data["results"])
     for ax, task in zip(axes[0], tasks):
         d = df[df["task"] == task]
-        x = np.arange(len(models))
-        for j, (pre, label, color) in enumerate(((False, "from scratch", "#999999"), (True, "pre-trained", "#1f77b4"))):
-            g = d[d["pretrained"].astype(bool) == pre].groupby("model")["accuracy"]
-            means = [g.mean().get(m, np.nan) for m in models]
-            stds = [_std(g.get_group(m)) if m in g.groups else 0 for m in models]
-            ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, label=label, color=color)
+        x = grouped_bars(ax, [(label, color, d[d["pretrained"].astype(bool) == pre].groupby("model")["accuracy"])
+                              for pre, label, color in ((False, "from scratch", "#999999"),
+                                                        (True, "pre-trained", "#1f77b4"))], models)
         for i, m in enumerate(models):
             gm = gaps[(gaps["study"] == "pretrain_gap") & (gaps["task"] == task) & (gaps["model"] == m)]["gap"]
             if len(gm):
@@ -289,14 +298,12 @@ def fig_reset_unseen(data: dict, out: Path):
     sizes = sorted(gaps["pretrain_articles"].unique())
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 4.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        x = np.arange(len(sizes))
-        for j, (corpus, label, color) in enumerate((("nested", "pre-trained as is", "#1f77b4"),
-                                                     ("nested-reset", "never-seen rows re-drawn", "#ff7f0e"),
-                                                     ("nested-blocks", "blocks re-initialised", "#2ca02c"))):
-            g = gaps[(gaps["task"] == task) & (gaps["corpus"] == corpus)].groupby("pretrain_articles")["gap"]
-            ax.bar(x + (j - 1) * 0.27, [g.mean().get(n, np.nan) for n in sizes], 0.27,
-                   yerr=[_std(g.get_group(n)) if n in g.groups else 0 for n in sizes], capsize=3, label=label,
-                   color=color)
+        t = gaps[gaps["task"] == task]
+        x = grouped_bars(ax, [(label, color, t[t["corpus"] == corpus].groupby("pretrain_articles")["gap"])
+                              for corpus, label, color in (("nested", "pre-trained as is", "#1f77b4"),
+                                                           ("nested-reset", "never-seen rows re-drawn", "#ff7f0e"),
+                                                           ("nested-blocks", "blocks re-initialised", "#2ca02c"))],
+                         sizes)
         ax.axhline(0, color="0.4", lw=0.8)
         ax.set_xticks(x, [f"{int(n):,}" for n in sizes])
         ax.set_xlabel("pre-training articles")

@@ -79,7 +79,11 @@ def test_results_csv_columns_and_rows(smoke):
     ks = df[df["committee_k"].notna()]
     assert set(ks["committee"]) == {"variants", "seeds"} and set(ks["committee_k"]) == {1, 2}
     summary = pd.read_csv(out / "summary.csv")
-    assert {"accuracy_mean", "accuracy_std", "n", "gap_mean", "gap_std"} <= set(summary.columns)
+    assert {"accuracy_mean", "accuracy_std", "n", "gap_mean", "gap_std", "gap_positive"} <= set(summary.columns)
+    arms = summary[summary["corpus"].isin(["nested-reset", "nested-blocks"])]
+    assert len(arms) and arms["vs_as_pretrained_mean"].notna().all()
+    assert arms["vs_as_pretrained_positive"].between(0, 2).all()
+    assert summary[summary["corpus"] == "nested"]["vs_as_pretrained_mean"].isna().all()
     assert (summary["n"] == 2).all()
     ov = pd.read_csv(out / "overlap.csv")
     assert set(ov["task"]) == {"agnews", "dbpedia", "fewrel"}

@@ -379,6 +379,9 @@ def _strip_wrapper_prefixes(state_dict: dict) -> dict:
 # init, parameter counts, FLOPs
 
 
+INIT_STD = 0.02  # BERT's initializer_range
+
+
 def init_weights(module: nn.Module) -> None:
     """BERT init (initializer_range 0.02): Linear/Embedding weights N(0, 0.02), biases 0, LayerNorm 1/0.
 
@@ -386,7 +389,7 @@ def init_weights(module: nn.Module) -> None:
     Use as model.apply(init_weights).
     """
     if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         if getattr(module, "bias", None) is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.LayerNorm):

@@ -119,10 +119,21 @@ def tune_cpu_allocator() -> bool:
         return False
 
 
-def git_commit() -> str:
-    """The repository's HEAD commit, recorded in run.json / results.json ('' outside a git checkout)."""
+def _git(*args: str) -> str | None:
+    """stdout of a git command run in this repository (None where git cannot run)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+        return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parent.parent).stdout.strip()
     except OSError:
-        return ""
+        return None
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit, recorded in run.json / results.json ('' outside a git checkout)."""
+    return _git("rev-parse", "HEAD") or ""
+
+
+def git_uncommitted_changes() -> bool | None:
+    """Whether tracked files differ from HEAD (None where git cannot run); recorded beside git_commit()."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out)

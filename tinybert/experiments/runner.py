@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 from data_prep.corpus import default_cache_dir
 from tinybert.config import ModelConfig
 from tinybert.model import BertForMaskedLM, BertForSequenceClassification
+from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset
 from .studies import GridRow, build_grid, latency_spec, measure_latency, overlap_table
@@ -150,7 +150,7 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
                 jobs: int = 1, threads: int = 0, log=print) -> int:
     """Plan, estimate, run and tabulate. Returns the number of failed units (0 = all fine)."""
     out = ws.out
-    dirty = uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
+    dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
     out.mkdir(parents=True, exist_ok=True)
     saved = read_json(out / "preset.json")
     if saved is not None and saved.get("name") != preset.name:
@@ -239,19 +239,9 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     return n_failed
 
 
-def uncommitted_changes() -> bool | None:
-    """Whether tracked files differ from the commit (None outside a git checkout)."""
-    try:
-        return bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, cwd=Path(__file__).resolve().parents[2]).stdout.strip())
-    except OSError:
-        return None
-
-
 def run_record(ws: Workspace, studies, jobs: int, threads: int, n_units: int, n_pretrain: int,
                dirty: bool | None) -> dict:
     """Who made these results: the command line, the commit and whether the working tree differed from it."""
-    from tinybert.runtime import git_commit
     return {"command": " ".join(["python -m tinybert.experiments"] + sys.argv[1:]), "commit": git_commit(),
             "uncommitted_changes": dirty, "machine": ws.machine, "torch": torch.__version__,
             "precision": ws.precision.name, "studies": list(studies), "jobs": jobs, "threads": threads,

@@ -78,8 +78,18 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     ref = ok[(ok["committee"] == "reference")].drop_duplicates(["task", "seed"]).set_index(["task", "seed"])["accuracy"]
     ok["vs_deep"] = [a - ref.get((t, s), np.nan) if k != "" else np.nan
                      for a, t, s, k in zip(ok["accuracy"], ok["task"], ok["seed"], ok["committee_k"])]
-    agg = {"accuracy": ["mean", "std", "count"], "final_accuracy": ["mean", "std"], "gap": ["mean", "std"],
-           "vs_deep": ["mean", "std"], "overlap_tokens": ["mean"], "overlap_types": ["mean"],
+    # reset_unseen arms ('nested-reset', 'nested-blocks') minus the same checkpoint fine-tuned as pre-trained
+    as_is = (ok[ok["corpus"] == "nested"].drop_duplicates(["model", "task", "pretrain_articles", "seed"])
+             .set_index(["model", "task", "pretrain_articles", "seed"])["accuracy"])
+    ok["vs_as_pretrained"] = [a - as_is.get((m, t, n, s), np.nan) if c.startswith("nested-") else np.nan
+                              for a, m, t, n, s, c in zip(ok["accuracy"], ok["model"], ok["task"],
+                                                          ok["pretrain_articles"], ok["seed"], ok["corpus"])]
+    def positive(x):  # seeds whose paired difference is > 0 (the sign test behind "n of 5 seeds")
+        return int((x > 0).sum())
+
+    agg = {"accuracy": ["mean", "std", "count"], "final_accuracy": ["mean", "std"],
+           "gap": ["mean", "std", positive], "vs_deep": ["mean", "std"],
+           "vs_as_pretrained": ["mean", "std", positive], "overlap_tokens": ["mean"], "overlap_types": ["mean"],
            "pretrain_eval_acc": ["mean"], "pretrain_seconds": ["mean"], "finetune_seconds": ["mean"]}
     for col in agg:
         ok[col] = pd.to_numeric(ok[col], errors="coerce")
@@ -163,17 +173,19 @@ def tables_markdown(preset: Preset, ws: Workspace, df: pd.DataFrame, s: pd.DataF
             rows.append([model, task, _pm(*sc[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(sc) else "",
                          _pm(*pr[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(pr) else "",
                          _pm(*pr[["gap_mean", "gap_std"]].iloc[0]) if len(pr) else "",
-                         int(g["n"].min())])
+                         int(pr["gap_positive"].iloc[0]) if len(pr) else "", int(g["n"].min())])
         parts += [f"## pretrain_gap: with and without pre-training on {preset.main_size} articles",
-                  md_table(["model", "task", "from scratch", "pre-trained", "gap", "n"], rows)]
+                  md_table(["model", "task", "from scratch", "pre-trained", "gap", "seeds with gap > 0", "n"],
+                           rows)]
     t = sel("size")
     if len(t):
         rows = [[r.task, r.pretrain_articles, _pm(r.accuracy_mean, r.accuracy_std),
-                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", _pm(r.overlap_tokens_mean, None),
-                 _pm(r.overlap_types_mean, None), int(r.n)]
+                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", r.gap_positive if r.pretrained else "",
+                 _pm(r.overlap_tokens_mean, None), _pm(r.overlap_types_mean, None), int(r.n)]
                 for r in t.sort_values(["task", "pretrain_articles"]).itertuples()]
         parts += [f"## size: {preset.deep.name} accuracy and gap vs pre-training articles",
-                  md_table(["task", "articles", "accuracy", "gap", "token overlap", "type overlap", "n"], rows)]
+                  md_table(["task", "articles", "accuracy", "gap", "seeds with gap > 0", "token overlap",
+                            "type overlap", "n"], rows)]
     t = sel("overlap")
     if len(t):
         rows = [[r.task, r.corpus, r.pretrain_articles, _pm(r.overlap_tokens_mean, None),
@@ -187,12 +199,15 @@ def tables_markdown(preset: Preset, ws: Workspace, df: pd.DataFrame, s: pd.DataF
     t = sel("reset_unseen")
     if len(t):
         rows = [[r.task, r.pretrain_articles, r.corpus, _pm(r.accuracy_mean, r.accuracy_std),
-                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", int(r.n)]
+                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0",
+                 _pm(r.vs_as_pretrained_mean, r.vs_as_pretrained_std),
+                 r.vs_as_pretrained_positive if r.corpus.startswith("nested-") else "", int(r.n)]
                 for r in t.sort_values(["task", "pretrain_articles", "corpus"]).itertuples()]
         parts += [f"## reset_unseen: {preset.deep.name} as pre-trained (nested), with the embedding rows of "
                   f"never-seen tokens re-drawn (nested-reset), or with its transformer blocks re-initialised "
                   f"(nested-blocks)",
-                  md_table(["task", "articles", "corpus", "accuracy", "gap", "n"], rows)]
+                  md_table(["task", "articles", "corpus", "accuracy", "gap", "minus as pre-trained (paired)",
+                            "seeds better than as pre-trained", "n"], rows)]
     ov_path = ws.out / "overlap.csv"
     if ov_path.is_file():
         o = pd.read_csv(ov_path)

@@ -43,7 +43,7 @@ from tinybert.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpo
 from tinybert.config import ModelConfig, make_model_config
 from tinybert.data_dir import resolve_data_dir
 from tinybert.finetune import FinetuneConfig, build_classifier, encode_examples, finetune
-from tinybert.model import BertForMaskedLM, count_parameters, init_weights
+from tinybert.model import INIT_STD, BertForMaskedLM, count_parameters, init_weights
 from tinybert.pretrain import PretrainConfig, pretrain
 from tinybert.runtime import Precision, seed_everything
 from tinybert.tokenizer import WordPieceTokenizer
@@ -310,14 +310,14 @@ def reinit_blocks(model, seed: int) -> None:
 
 def reset_unseen_rows(model, corpus_counts: np.ndarray, exclude, seed: int) -> int:
     """Draw the word-embedding rows of the tokens absent from the pre-training rows (`corpus_counts` == 0,
-    special tokens excluded) afresh from the initial N(0, 0.02), seeded; return how many rows were reset."""
+    special tokens excluded) afresh from the initial N(0, INIT_STD), seeded; return how many rows were reset."""
     unseen = corpus_counts == 0
     unseen[list(exclude)] = False
     idx = torch.from_numpy(np.flatnonzero(unseen))
     weight = model.bert.embeddings.word_embeddings.weight
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        weight[idx] = (torch.randn(len(idx), weight.shape[1], generator=g) * 0.02).to(weight)
+        weight[idx] = (torch.randn(len(idx), weight.shape[1], generator=g) * INIT_STD).to(weight)
     return len(idx)
 
 
