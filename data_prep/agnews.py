@@ -85,5 +85,6 @@ def load_agnews(data_dir=None) -> RawTask:
     train_rows, notes = read_zhang_csv(train, LABEL_NAMES, fields)
     test_rows, more = read_zhang_csv(test, LABEL_NAMES, fields)
     if train.name != "train.csv":
-        notes.append(f"train rows come from {train.name}, a 20k subset of the official 120k training split")
+        notes.append(f"train rows come from {train.name} ({len(train_rows):,} usable rows), a subset of the official "
+                     f"120k training split")
     return RawTask(LABEL_NAMES, train_rows, test_rows, [str(train), str(test)], notes + more)
