@@ -11,8 +11,8 @@ import data_prep.corpus as corpus
 from data_prep import prepare_wiki, train_vocab
 from data_prep.corpus import (build_token_array, cache_paths, default_cache_dir, encode_first_tokens,
                               load_or_build_corpus, select_articles, token_dtype)
-from data_prep.wikipedia import CorpusReadError, ReadStats, iter_articles
-from tinybert.data_dir import candidate_data_dirs
+from data_prep.wikipedia import CorpusReadError, ReadStats, default_wiki_sources, iter_articles
+from tinybert.data_dir import resolve_data_dir
 from tinybert.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer
 
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "away"]
@@ -254,11 +254,9 @@ def test_train_vocab_cli(source, tmp_path, capsys):
 
 
 def test_real_articles_first_tokens_match_full_encoding():
-    dirs = [d for d in candidate_data_dirs() if (d / "bert_vocab" / "vocab.txt").is_file()]
-    if not dirs:
-        pytest.skip("shared data not found (set TINYBERT_DATA)")
-    tok = WordPieceTokenizer.from_vocab(dirs[0] / "bert_vocab" / "vocab.txt")
-    sources = sorted((dirs[0] / "wikipedia").glob("*.tar.xz"))
+    data_dir = resolve_data_dir()  # the full data or the embedded sample
+    tok = WordPieceTokenizer.from_vocab(data_dir / "bert_vocab" / "vocab.txt")
+    sources = default_wiki_sources(data_dir)
     texts = [a.text for a in itertools.islice(iter_articles(sources[0]), 300)]
     rows = build_token_array(texts, tok, "paper", seq_len=128, workers=1)
     for text, row in zip(texts, rows):

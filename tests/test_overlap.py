@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from tinybert import overlap as ov
-from tinybert.data_dir import candidate_data_dirs
 
 # ids: 0 [PAD], 1 [UNK], 2 [CLS], 3 [SEP], 4 [MASK]; 5.. words
 SPECIAL = [0, 1, 2, 3, 4]
@@ -96,14 +95,6 @@ def test_selection_separates_overlap_on_a_toy_pool():
     assert o_hi > 0.5 and o_lo == 0.0
 
 
-def _data_dir():
-    for d in candidate_data_dirs():
-        if (d / "agnews").is_dir() and (d / "bert_vocab" / "vocab.txt").is_file():
-            return d
-    return None
-
-
-@pytest.mark.skipif(_data_dir() is None, reason="shared data (agnews, bert_vocab) not found")
 def test_cli_prints_both_measures(tmp_path, capsys):
     words = ["the", "game", "market", "president", "won", "team", "shares", "oil", "season", "company"]
     rng = np.random.default_rng(0)

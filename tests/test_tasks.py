@@ -1,6 +1,8 @@
 """Fine-tuning task readers and sampling (data_prep/tasks.py, agnews.py, dbpedia.py, fewrel.py, csv_task.py).
 
-The first group reads the shared data files (skipped when they are absent); the rest use tiny files in tmp_path.
+The first group reads the real data files of whatever tinybert.data_dir resolves: the full shared data, or in a
+fresh clone the embedded sample (data_prep/sample), each with its own expected counts (REAL); the rest use tiny
+files in tmp_path.
 """
 
 import csv
@@ -15,10 +17,23 @@ from data_prep.csv_task import load_csv_task
 from data_prep.fewrel import mark_entities, read_fewrel_json
 from data_prep.tasks import (DEFAULT_SIZES, TASKS, Example, RawTask, TaskDataError, dedupe, load_task,
                              sample_per_label)
-from tinybert.data_dir import REPO_ROOT, DatasetNotFound
+from tinybert.data_dir import DatasetNotFound, is_sample_dir, resolve_data_dir
 
-SHARED = REPO_ROOT.parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not (SHARED / "fewrel" / "val_wiki.json").is_file(), reason="no shared data")
+DATA = resolve_data_dir()
+# What the real files hold: the full shared data, and the embedded sample built from it by data_prep/make_sample.py
+# (1,250/1,000 AG News rows per label, 220 DBpedia rows per label, 80 FewRel instances per relation).
+REAL = {
+    "full": {"agnews_rows": (19995, 7600), "dbpedia_rows": 10000, "fewrel_train_rows": 11575,
+             "agnews_first_test": "Fears for T N pension after talks Unions representing",
+             "fewrel_unmarked": 11559,  # train64 instances without a literal '@' or '#' token
+             "val16_trainval": [629] + [630] * 15,  # 'main subject' has one exact duplicate
+             "val16_val_label0": 63},
+    "sample": {"agnews_rows": (4995, 4000), "dbpedia_rows": 3080, "fewrel_train_rows": 5120,
+               "agnews_first_test": "The Race is On: Second Private Team Sets Launch Date",
+               "fewrel_unmarked": 5109,
+               "val16_trainval": [10] * 16,  # 80 per relation: 70 test, 9 train, 1 val
+               "val16_val_label0": 1},
+}["sample" if is_sample_dir(DATA) else "full"]
 
 
 def per_label(examples):
@@ -32,13 +47,12 @@ def assert_disjoint(task):
     assert not texts[0] & texts[2] and not texts[1] & texts[2]
 
 
-# ---------------------------------------------------------------- shared files
+# ---------------------------------------------------------------- real files (full data or the sample)
 
 
-@needs_shared
 def test_agnews_shared_defaults_fast_and_balanced():
     t0 = time.perf_counter()
-    task = load_task("agnews", SHARED)
+    task = load_task("agnews", DATA)
     assert time.perf_counter() - t0 < 3.0
     assert (task.name, task.setting) == ("agnews", "agnews-1000/1000")
     assert task.label_names == ["World", "Sports", "Business", "Sci/Tech"]
@@ -51,19 +65,17 @@ def test_agnews_shared_defaults_fast_and_balanced():
     assert_disjoint(task)
 
 
-@needs_shared
 def test_agnews_text_is_title_space_description():
-    with open(SHARED / "agnews" / "test.csv", encoding="utf-8", newline="") as f:
+    with open(DATA / "agnews" / "test.csv", encoding="utf-8", newline="") as f:
         first = next(csv.reader(f))
-    raw = agnews.load_agnews(SHARED)
+    raw = agnews.load_agnews(DATA)
     assert raw.test[0] == Example(f"{first[1]} {first[2]}", int(first[0]) - 1)
-    assert raw.test[0].text.startswith("Fears for T N pension after talks Unions representing")
-    assert len(raw.train) == 19995 and len(raw.test) == 7600
+    assert raw.test[0].text.startswith(REAL["agnews_first_test"])
+    assert (len(raw.train), len(raw.test)) == REAL["agnews_rows"]
 
 
-@needs_shared
 def test_dbpedia_shared_pool_split_and_empty_titles():
-    task = load_task("dbpedia", SHARED)
+    task = load_task("dbpedia", DATA)
     assert task.setting == "dbpedia-100/100" and len(task.label_names) == 14
     assert per_label(task.train) == {k: 90 for k in range(14)}
     assert per_label(task.val) == {k: 10 for k in range(14)}
@@ -71,22 +83,21 @@ def test_dbpedia_shared_pool_split_and_empty_titles():
     assert_disjoint(task)
     assert any("no official train/test split" in n for n in task.notes)
     assert any("1 exact duplicate" in n for n in task.notes)
-    with open(SHARED / "dbpedia" / "dbpedia_dhim_10k_zhangformat.csv", encoding="utf-8", newline="") as f:
+    with open(DATA / "dbpedia" / "dbpedia_dhim_10k_zhangformat.csv", encoding="utf-8", newline="") as f:
         cls, title, content = next(csv.reader(f))
-    raw = dbpedia.load_dbpedia(SHARED)
+    raw = dbpedia.load_dbpedia(DATA)
     assert title == "" and raw.train[0] == Example(content, int(cls) - 1)  # empty title: content alone, no space
-    assert raw.test is None and len(raw.train) == 10000
+    assert raw.test is None and len(raw.train) == REAL["dbpedia_rows"]
     assert all(ex.text == ex.text.strip() for ex in raw.train)
 
 
-@needs_shared
 def test_fewrel_train64_shared_counts_and_markers():
-    task = load_task("fewrel", SHARED)
+    task = load_task("fewrel", DATA)
     assert task.setting == "fewrel-train64" and len(task.label_names) == 64
     assert task.label_names[0] == "place served by transport hub"  # P931, named via pid2name.json
     assert per_label(task.test) == {k: 70 for k in range(64)}
-    raw = fewrel.load_fewrel(SHARED, "train64")
-    assert len(raw.train) == 11575
+    raw = fewrel.load_fewrel(DATA, "train64")
+    assert len(raw.train) == REAL["fewrel_train_rows"]
     # Per relation: 70 for test, the rest (capped at 630) for train + val, less any text that is a test text
     # (41 marked sentences carry two relations).
     test_texts = {ex.text for ex in task.test}
@@ -100,14 +111,13 @@ def test_fewrel_train64_shared_counts_and_markers():
     assert_disjoint(task)
 
 
-@needs_shared
 def test_fewrel_markers_around_the_right_words():
-    val = read_fewrel_json(SHARED / "fewrel" / "val_wiki.json")
+    val = read_fewrel_json(DATA / "fewrel" / "val_wiki.json")
     assert val["P177"][0] == ("In June 1987 , the Missouri Highway and Transportation Department approved design "
                               "location of a new four - lane # Mississippi River # bridge to replace the "
                               "deteriorating @ Cape Girardeau Bridge @ .")
     # In the rebuilt file every head/tail name is the space-joined span, so the marked words must equal it.
-    path = SHARED / "fewrel" / "train_wiki_partial_lowercased_from_CFRL.json"
+    path = DATA / "fewrel" / "train_wiki_partial_lowercased_from_CFRL.json"
     raw, marked = json.loads(path.read_text()), read_fewrel_json(path)
     checked = 0
     for pid, instances in raw.items():
@@ -118,18 +128,17 @@ def test_fewrel_markers_around_the_right_words():
                 start = text.index(f"{mark} ") + 2
                 assert text[start:text.index(f" {mark}", start)] == entity[0]
             checked += 1
-    assert checked > 11000
+    assert checked == REAL["fewrel_unmarked"]
 
 
-@needs_shared
 def test_fewrel_val16_shared():
-    task = load_task("fewrel", SHARED, setting="val16")
+    task = load_task("fewrel", DATA, setting="val16")
     assert task.setting == "fewrel-val16" and len(task.label_names) == 16
     assert task.label_names[:2] == ["crosses", "original language of film or TV show"]
     assert per_label(task.test) == {k: 70 for k in range(16)}
     trainval = per_label(task.train + task.val)
-    assert sorted(trainval.values()) == [629] + [630] * 15  # 'main subject' has one exact duplicate
-    assert per_label(task.val)[0] == 63
+    assert sorted(trainval.values()) == REAL["val16_trainval"]
+    assert per_label(task.val)[0] == REAL["val16_val_label0"]
     assert "val_wiki.json" in task.sources[0]
 
 

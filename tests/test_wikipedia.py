@@ -11,7 +11,7 @@ import tarfile
 import pytest
 
 from data_prep.wikipedia import CorpusReadError, ReadStats, default_wiki_sources, iter_articles
-from tinybert.data_dir import DatasetNotFound, candidate_data_dirs
+from tinybert.data_dir import DatasetNotFound, is_sample_dir, resolve_data_dir
 
 WIKI = (
     '<doc id="1" url="?curid=1" title="Alpha">\nAlpha\n\nAlpha is the first letter.\nSecond line.\n\n</doc>\n'
@@ -196,20 +196,23 @@ def test_default_wiki_sources_layout(tmp_path):
         default_wiki_sources(tmp_path / "elsewhere")
 
 
-def _real_wiki_dir():
-    for d in candidate_data_dirs():
-        if (d / "wikipedia").is_dir() and list((d / "wikipedia").glob("*.tar.xz")):
-            return d
-    pytest.skip("shared Wikipedia data not found (set TINYBERT_DATA)")
+# What the real archives hold, for the full shared data and for the embedded sample (data_prep/sample, what a
+# fresh clone resolves to): number of archives, the first one's name, the first article of the last one.
+REAL_WIKI = {
+    "full": (8, "patcheddistro_enwiki2014_AA.tar.xz", "Jarred Shaw", "Jarred Shaw (born September 28, 1990)"),
+    "sample": (5, "patcheddistro_enwiki2014_sample_AA.tar.xz", "Zambrzyniec",
+               "Zambrzyniec is a village in the administrative district of Gmina Łochów"),
+}
 
 
 def test_real_tarball_yields_real_articles():
-    data_dir = _real_wiki_dir()
+    data_dir = resolve_data_dir()
+    n_sources, first_name, title, start = REAL_WIKI["sample" if is_sample_dir(data_dir) else "full"]
     sources = default_wiki_sources(data_dir)
-    assert len(sources) == 8 and sources[0].name == "patcheddistro_enwiki2014_AA.tar.xz"
+    assert len(sources) == n_sources and sources[0].name == first_name
     stats = ReadStats()
     arts = list(itertools.islice(iter_articles(sources[-1], stats), 200))  # stops inside the first member
     assert len(arts) == 200 and stats.skipped_malformed == 0
     assert all(a.title and a.doc_id.isdigit() and a.text.strip() == a.text for a in arts)
-    assert arts[0].title == "Jarred Shaw" and arts[0].text.startswith("Jarred Shaw (born September 28, 1990)")
+    assert arts[0].title == title and arts[0].text.startswith(start)
     assert sum(len(a.text.split()) for a in arts) > 10_000
