@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from tinybert.checkpoint import CheckpointError, load_checkpoint
+from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
+                                 nonnegative_int, positive_int, seed_int, sequence_length)
 from tinybert.committee import committee_accuracy_curve
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config, parse_conv_kernel
 from tinybert.data_dir import DatasetNotFound, resolve_data_dir
@@ -60,7 +62,7 @@ def task_reader():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     w = p.add_argument_group("what to evaluate")
     w.add_argument("--task", required=True, choices=TASK_CHOICES)
     w.add_argument("--checkpoint", nargs="+", metavar="CKPT",
@@ -71,44 +73,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = p.add_argument_group("model for random init without --checkpoint (a --preset, then flags override it)")
     m.add_argument("--preset", choices=sorted(MODEL_PRESETS))
-    m.add_argument("--layers", type=int)
-    m.add_argument("--heads", type=int)
-    m.add_argument("--head-size", type=int)
-    m.add_argument("--conv-layers", type=int)
+    m.add_argument("--layers", type=positive_int)
+    m.add_argument("--heads", type=positive_int)
+    m.add_argument("--head-size", type=positive_int)
+    m.add_argument("--conv-layers", type=nonnegative_int)
     m.add_argument("--conv-kernel", type=parse_conv_kernel)
-    m.add_argument("--conv-channels", type=int)
-    m.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1)")
+    m.add_argument("--conv-channels", type=positive_int)
+    m.add_argument("--dropout", type=dropout_rate, help="hidden and attention dropout (default 0.1)")
     m.add_argument("--vocab", help="vocab.txt for random init (default <data dir>/bert_vocab/vocab.txt)")
 
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="datasets root (default: $TINYBERT_DATA, ../shared/data, ./data)")
     d.add_argument("--setting", help="fewrel: train64 (default) or val16")
-    d.add_argument("--train-per-label", type=int)
-    d.add_argument("--test-per-label", type=int)
-    d.add_argument("--val-per-label", type=int)
+    d.add_argument("--train-per-label", type=positive_int)
+    d.add_argument("--test-per-label", type=positive_int)
+    d.add_argument("--val-per-label", type=nonnegative_int)
     d.add_argument("--train", dest="train_file", help="--task csv: training CSV")
     d.add_argument("--test", dest="test_file", help="--task csv: test CSV (default: a seeded split of --train)")
     d.add_argument("--text-col", help="--task csv: text column")
     d.add_argument("--label-col", help="--task csv: label column")
 
     t = p.add_argument_group("fine-tuning (defaults: the paper's code)")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeats (sample, init, order); default 0")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--lr", type=float, default=5e-5)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--seeds", type=seed_int, nargs="+", default=[0], help="repeats (sample, init, order); default 0")
+    t.add_argument("--epochs", type=positive_int, default=50)
+    t.add_argument("--lr", type=finite_positive_float, default=5e-5)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--weight-decay", type=finite_nonnegative_float, default=0.01)
+    t.add_argument("--warmup-steps", type=nonnegative_int, default=0)
     t.add_argument("--schedule", choices=SCHEDULES, default="linear",
                    help="linear: decay per step; paper-epoch: the authors' per-epoch decay")
-    t.add_argument("--max-length", type=int, default=128, help="tokens per text incl. [CLS]/[SEP] (128)")
-    t.add_argument("--orders", type=int, default=100, help="random member orders for the committee curve")
+    t.add_argument("--max-length", type=sequence_length, default=128, help="tokens per text incl. [CLS]/[SEP] (128)")
+    t.add_argument("--orders", type=positive_int, default=100, help="random member orders for the committee curve")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", help="output folder (default runs/eval/<task>-<model>)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--precision", choices=PRECISIONS, default="auto")
-    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--no-progress", action="store_true")
     return p
 
@@ -158,13 +160,7 @@ def load_members(args) -> list[dict]:
 
 
 def check_args(args) -> None:
-    for name in ("epochs", "batch_size", "orders", "log_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("train_per_label", "test_per_label", "val_per_label"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    """Checks across flags (each number was already checked by its argparse type, tinybert/cli_types.py)."""
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds has repeats: {args.seeds}")
     if args.task != "csv" and (args.train_file or args.test_file or args.text_col or args.label_col):

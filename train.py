@@ -31,6 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from data_prep.pretrain_data import prepare_pretraining_data
 from tinybert.checkpoint import CheckpointError, load_checkpoint
+from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
+                                 int_at_least, nonnegative_int, positive_int, probability, seed_int, sequence_length)
 from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
 from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
@@ -39,50 +41,54 @@ from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_ever
 from tinybert.tokenizer import WordPieceTokenizer
 
 
+# a trained vocab holds the 5 special tokens and at least one more
+VOCAB_SIZE = int_at_least(6, "the 5 special tokens and at least one more")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model (a --preset, then explicit flags override it)")
     m.add_argument("--preset", choices=sorted(MODEL_PRESETS), help="a named model configuration")
-    m.add_argument("--layers", type=int, help="transformer blocks (default 1)")
-    m.add_argument("--heads", type=int, help="attention heads (default 8); hidden = heads x head size")
-    m.add_argument("--head-size", type=int, help="size of one head (default 64, as in the paper)")
-    m.add_argument("--conv-layers", type=int, help="conv front-end layers (default 0 = none)")
+    m.add_argument("--layers", type=positive_int, help="transformer blocks (default 1)")
+    m.add_argument("--heads", type=positive_int, help="attention heads (default 8); hidden = heads x head size")
+    m.add_argument("--head-size", type=positive_int, help="size of one head (default 64, as in the paper)")
+    m.add_argument("--conv-layers", type=nonnegative_int, help="conv front-end layers (default 0 = none)")
     m.add_argument("--conv-kernel", type=parse_conv_kernel, help="conv kernel: K or KSxKH, e.g. 3 or 16x3")
-    m.add_argument("--conv-channels", type=int, help="conv front-end channels (default 64)")
-    m.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1)")
+    m.add_argument("--conv-channels", type=positive_int, help="conv front-end channels (default 64)")
+    m.add_argument("--dropout", type=dropout_rate, help="hidden and attention dropout (default 0.1)")
 
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="datasets root (default: $TINYBERT_DATA, ../shared/data, ./data)")
     d.add_argument("--source", nargs="+", help="article files instead of <data dir>/wikipedia/*.tar.xz "
                                                "(WikiExtractor files/archives, .jsonl with 'text', .txt one per line)")
-    d.add_argument("--wiki-size", type=int, default=40000, help="Wikipedia articles to pre-train on (40000)")
-    d.add_argument("--eval-articles", type=int, default=500,
+    d.add_argument("--wiki-size", type=positive_int, default=40000, help="Wikipedia articles to pre-train on (40000)")
+    d.add_argument("--eval-articles", type=positive_int, default=500,
                    help="extra held-out articles for the per-epoch masked-token accuracy (500)")
     d.add_argument("--layout", choices=("paper", "packed"), default="paper",
                    help="paper: one row per article, its first --seq-len tokens, padded; "
                         "packed: full articles cut into full rows (no padding)")
-    d.add_argument("--seq-len", type=int, default=128, help="tokens per row (128)")
+    d.add_argument("--seq-len", type=sequence_length, default=128, help="tokens per row (128)")
     d.add_argument("--vocab", help="a vocab.txt to use (e.g. <data>/bert_vocab/vocab.txt); default: train a "
                                    "WordPiece vocab on the pre-training articles (cached)")
-    d.add_argument("--vocab-size", type=int, default=30522, help="size of the trained vocab (30522)")
+    d.add_argument("--vocab-size", type=VOCAB_SIZE, default=30522, help="size of the trained vocab (30522)")
     d.add_argument("--cache-dir", help="where token arrays and trained vocabs are cached "
                                        "(default: $TINYBERT_CACHE or ./cache)")
 
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--batch-size", type=int, default=32, help="global batch (32)")
-    t.add_argument("--lr", type=float, default=5e-5, help="peak AdamW learning rate (5e-5)")
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--epochs", type=positive_int, default=50)
+    t.add_argument("--batch-size", type=positive_int, default=32, help="global batch (32)")
+    t.add_argument("--lr", type=finite_positive_float, default=5e-5, help="peak AdamW learning rate (5e-5)")
+    t.add_argument("--weight-decay", type=finite_nonnegative_float, default=0.01)
+    t.add_argument("--warmup-steps", type=nonnegative_int, default=0)
     t.add_argument("--schedule", choices=SCHEDULES, default="linear",
                    help="linear: decay per optimiser step; paper-epoch: the authors' code (stepped per epoch, "
                         "epoch 0 at lr 0)")
-    t.add_argument("--mlm-prob", type=float, default=0.15, help="share of tokens selected for prediction")
-    t.add_argument("--grad-clip", type=float, default=0.0, help="max gradient norm (0 = off, as the paper)")
-    t.add_argument("--seed", type=int, default=42, help="seeds article selection, init, order and masks (42, as the paper's sampling)")
-    t.add_argument("--data-seed", type=int, help="seed of the article selection (and trained vocab) only; "
+    t.add_argument("--mlm-prob", type=probability, default=0.15, help="share of tokens selected for prediction")
+    t.add_argument("--grad-clip", type=finite_nonnegative_float, default=0.0, help="max gradient norm (0 = off, as the paper)")
+    t.add_argument("--seed", type=seed_int, default=42, help="seeds article selection, init, order and masks (42, as the paper's sampling)")
+    t.add_argument("--data-seed", type=seed_int, help="seed of the article selection (and trained vocab) only; "
                                                  "default: --seed")
-    t.add_argument("--max-steps", type=int, default=0, help="stop after N optimiser steps (0 = all epochs)")
+    t.add_argument("--max-steps", type=nonnegative_int, default=0, help="stop after N optimiser steps (0 = all epochs)")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs/pretrain", help="output folder (runs/pretrain)")
@@ -90,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 where the hardware has it, fp16+scaler on older GPUs, else fp32")
-    r.add_argument("--log-every", type=int, default=50, help="progress update every N steps (50)")
-    r.add_argument("--checkpoint-every", type=int, default=0, help="also checkpoint every N steps")
+    r.add_argument("--log-every", type=positive_int, default=50, help="progress update every N steps (50)")
+    r.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile the model (falls back to eager with a warning where compiling fails)")
@@ -101,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-train one independent model per --seeds entry into --out/member-<seed>/; under "
                         "torchrun rank r trains seeds r, r+W, ... (no gradient sync); the articles and the "
                         "vocab come from --seed (or --data-seed) and are the same for all members")
-    c.add_argument("--seeds", type=int, nargs="+", help="member seeds (init, batch order, masks, dropout)")
+    c.add_argument("--seeds", type=seed_int, nargs="+", help="member seeds (init, batch order, masks, dropout)")
     return p
 
 
@@ -322,4 +328,10 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
 
 if __name__ == "__main__":
     tune_cpu_allocator()  # faster CPU steps (see tinybert/runtime.py); a no-op off glibc
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # "error: ...": a bad flag, input or data; exit 2 as argparse does
+            print(exc.code, file=sys.stderr)
+            sys.exit(2)
+        raise
