@@ -103,10 +103,12 @@ def files(tmp_path):
 
 
 def cli(files, out, *extra):
+    """train.py's flags for the DDP runs. Precision is pinned to fp32: the DDP-vs-one-process comparison is at
+    fp32 rounding (RTOL); `auto` would be bf16 on CPUs with AMX, whose rounding is ~2^-8, not ~1e-7."""
     return ["--preset", "tiny", "--source", str(files / "wiki.jsonl"), "--vocab", str(files / "vocab.txt"),
             "--wiki-size", "64", "--eval-articles", "12", "--seq-len", "32", "--batch-size", "8", "--lr", "3e-3",
             "--dropout", "0", "--epochs", "2", "--log-every", "1", "--no-progress", "--out", str(out),
-            "--cache-dir", str(files / "cache"), *extra]
+            "--cache-dir", str(files / "cache"), "--device", "cpu", "--precision", "fp32", *extra]
 
 
 def _worker(rank, world, ports, tmp):

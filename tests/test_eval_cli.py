@@ -178,6 +178,17 @@ def test_committee_of_checkpoints(stub, files, capsys):
     assert res["pretrained"] is False and res["runs"][0]["members"][0]["load_report"] is None
 
 
+def test_bf16_run(stub, files, capsys):
+    """bf16 autocast through eval.py on every host (emulated on CPUs without native bf16; base_args pins fp32)."""
+    out = files["dir"] / "bf16"
+    ckpt = checkpoint(files["dir"] / "c.pt", 0)
+    assert evalcli.main(base_args(files, out, "--checkpoint", ckpt, "--epochs", "1", "--precision", "bf16")) == 0
+    assert "precision bf16 (requested with --precision)" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["precision"] == "bf16" and res["complete"]
+    assert 0 <= res["summary"]["selected_test_acc"]["mean"] <= 1
+
+
 @pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
                                   "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device"])
 def test_error_exits(stub, files, capsys, case):

@@ -1,12 +1,16 @@
 """train.py end to end on a tiny corpus: plan, checkpoint, resume, and clear errors for bad input."""
 
+import csv
 import json
+import math
 
 import pytest
+import torch
 
 import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.data_dir import resolve_data_dir
+from tinybert.runtime import choose_precision
 
 SENTENCES = ["the cat sat on the mat .", "a dog ran in the park with a ball .", "music is played by the band .",
              "rain fell over the quiet town .", "the river flows to the sea ."]
@@ -33,7 +37,8 @@ def vocab_path():
 def argv(tmp_path, corpus, *extra):
     return ["--preset", "tiny", "--source", str(corpus), "--vocab", vocab_path(), "--wiki-size", "48",
             "--eval-articles", "8", "--batch-size", "8", "--lr", "1e-3", "--out", str(tmp_path / "run"),
-            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--log-every", "2", *extra]
+            "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--log-every", "2", "--device", "cpu",
+            "--precision", "fp32", *extra]  # pinned: `auto` is bf16 on CPUs with AMX, fp32 on ours
 
 
 def test_train_then_resume(tmp_path, corpus, capsys):
@@ -76,3 +81,20 @@ def test_bad_flags_and_checkpoints(tmp_path, corpus):
         train.main(argv(tmp_path, corpus, "--source", str(tmp_path / "missing.jsonl")))
     with pytest.raises(SystemExit, match="fp16 is not supported on CPU"):
         train.main(argv(tmp_path, corpus, "--precision", "fp16", "--device", "cpu"))
+
+
+def test_bf16_run_and_auto_on_resume(tmp_path, corpus, capsys):
+    """bf16 autocast through the whole CLI on every host (emulated, slower, on CPUs without native bf16), and
+    `--precision auto` on resume, which prints what auto resolves to on this host."""
+    assert train.main(argv(tmp_path, corpus, "--epochs", "1", "--precision", "bf16")) == 0
+    assert "precision bf16 (requested with --precision)" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert json.loads((run / "run.json").read_text())["precision"] == "bf16"
+    with open(run / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert math.isfinite(float(row["train_loss"])) and 0 <= float(row["eval_acc"]) <= 1
+    assert train.main(["--out", str(run), "--resume", "--epochs", "2", "--precision", "auto", "--no-progress",
+                       "--cache-dir", str(tmp_path / "cache"), "--source", str(corpus)]) == 0
+    auto = choose_precision("auto", torch.device("cpu")).name  # bf16 on CPUs with AMX / AVX512-BF16, else fp32
+    assert f"precision {auto} (auto:" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoint.pt", kind="mlm")["progress"]["epoch"] == 2
