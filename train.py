@@ -41,6 +41,34 @@ from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_ever
 from tinybert.tokenizer import WordPieceTokenizer
 
 
+def absolute_path(text: str) -> str:
+    """--source paths are saved absolute, so a resume from another working directory reads the same files."""
+    return str(Path(text).expanduser().resolve())
+
+
+# --resume takes every flag from the checkpoint's saved `cli`, so a resumed run is the run that was started, whatever
+# the defaults are. This table is the one place that lists the exceptions (flag -> rule):
+#   "free"        a run-time choice that does not change what is trained: a typed value wins, else the saved one;
+#   "longer"      may only grow, to extend the run (check_extension): a typed value wins, else the saved one;
+#   "invocation"  names this command, not the run: always as typed now, never read from the checkpoint.
+# Any other flag that is typed must equal the saved value; a different value is an error naming both.
+RESUME_RULES = {
+    "data_dir": "free", "cache_dir": "free",    # where the same data and caches are found on this machine
+    "device": "free", "compile": "free",        # hardware and kernels: the same computation
+    "precision": "free",                        # rounding only; `auto` is resolved again on the resuming machine
+    "no_progress": "free", "log_every": "free",  # display (the loss is read and NaN-checked every log_every steps)
+    "checkpoint_every": "free",                 # how often progress is saved
+    "epochs": "longer",     # extends the run; the lr schedule is re-planned over the new total (README, "Resuming")
+    "max_steps": "longer",  # a stop point only (the schedule does not use it); 0 = no cap
+    "out": "invocation", "resume": "invocation", "committee": "invocation", "seeds": "invocation",
+}
+
+
+def resume_may_change() -> str:
+    """The flags a resume may be given, for --help and the error messages: "--data-dir, ..., --max-steps"."""
+    return ", ".join(f"--{k.replace('_', '-')}" for k, rule in RESUME_RULES.items() if rule != "invocation")
+
+
 # a trained vocab holds the 5 special tokens and at least one more
 VOCAB_SIZE = int_at_least(6, "the 5 special tokens and at least one more")
 
@@ -59,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="datasets root (default: $TINYBERT_DATA, ../shared/data, ./data)")
-    d.add_argument("--source", nargs="+", help="article files instead of <data dir>/wikipedia/*.tar.xz "
-                                               "(WikiExtractor files/archives, .jsonl with 'text', .txt one per line)")
+    d.add_argument("--source", nargs="+", type=absolute_path,
+                   help="article files instead of <data dir>/wikipedia/*.tar.xz (WikiExtractor files/archives, "
+                        ".jsonl with 'text', .txt one per line)")
     d.add_argument("--wiki-size", type=positive_int, default=40000, help="Wikipedia articles to pre-train on (40000)")
     d.add_argument("--eval-articles", type=positive_int, default=500,
                    help="extra held-out articles for the per-epoch masked-token accuracy (500)")
@@ -75,7 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default: $TINYBERT_CACHE or ./cache)")
 
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, default=50)
+    t.add_argument("--epochs", type=positive_int, default=50,
+                   help="epochs (50). With --resume, a larger value extends the run: the lr schedule is re-planned "
+                        "over the new total, as if the run had been started with it (the steps already taken keep "
+                        "their lr); a smaller one is an error")
     t.add_argument("--batch-size", type=positive_int, default=32, help="global batch (32)")
     t.add_argument("--lr", type=finite_positive_float, default=5e-5, help="peak AdamW learning rate (5e-5)")
     t.add_argument("--weight-decay", type=finite_nonnegative_float, default=0.01)
@@ -92,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = p.add_argument_group("run")
     r.add_argument("--out", default="runs/pretrain", help="output folder (runs/pretrain)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with the run's own settings: every flag "
+                        f"comes from the checkpoint except {resume_may_change()} (--epochs and --max-steps only "
+                        "longer); any other flag given must repeat the saved value")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: bf16 where the hardware has it, fp16+scaler on older GPUs, else fp32")
@@ -109,12 +144,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "vocab come from --seed (or --data-seed) and are the same for all members")
     c.add_argument("--seeds", type=seed_int, nargs="+", help="member seeds (init, batch order, masks, dropout)")
     return p
-
-
-# Flags that may change when a run is resumed; every other flag is taken from the checkpoint.
-RESUME_MAY_CHANGE = {"epochs", "max_steps", "log_every", "checkpoint_every", "device", "precision",
-                     "no_progress", "data_dir", "cache_dir", "source", "out", "resume", "compile", "committee",
-                     "seeds"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -140,8 +169,8 @@ def explicit_flags(argv=None) -> dict:
     return vars(parser.parse_args(argv))
 
 
-def merge_resume(args: argparse.Namespace, explicit: dict, out: Path) -> argparse.Namespace:
-    """Settings of a resumed run: those of the checkpoint in `out`, except RESUME_MAY_CHANGE."""
+def saved_flags(out: Path) -> dict:
+    """The flags of the run in `out`, from its checkpoint."""
     ckpt_path = out / "checkpoint.pt"
     if not ckpt_path.exists():
         raise SystemExit(f"error: --resume: no checkpoint at {ckpt_path}")
@@ -150,12 +179,36 @@ def merge_resume(args: argparse.Namespace, explicit: dict, out: Path) -> argpars
     except CheckpointError as exc:
         raise SystemExit(f"error: {exc}")
     saved.setdefault("data_seed", None)  # checkpoints from before --data-seed: the articles came from --seed
+    if saved.get("source"):  # checkpoints from before --source was saved absolute
+        saved["source"] = [absolute_path(s) for s in saved["source"]]
+    return saved
+
+
+def check_extension(flag: str, saved, typed, out: Path) -> None:
+    """A "longer" flag on resume: --epochs may grow, --max-steps may grow or become 0 (no cap)."""
+    grows = typed >= saved if flag == "epochs" else typed == 0 or 0 < saved <= typed
+    if not grows:
+        name = flag.replace("_", "-")
+        raise SystemExit(f"error: --resume: --{name} {typed} would shorten the run in {out} (it has --{name} "
+                         f"{saved}); a run can be extended, not shortened: start a new --out instead")
+
+
+def merge_resume(args: argparse.Namespace, explicit: dict, out: Path) -> argparse.Namespace:
+    """Settings of a resumed run: those saved in the checkpoint in `out`, except as RESUME_RULES allows."""
+    saved = saved_flags(out)
     for key, value in explicit.items():
-        if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != value:
+        rule = RESUME_RULES.get(key)
+        if key not in saved or rule in ("free", "invocation"):
+            continue
+        if rule == "longer":
+            check_extension(key, saved[key], value, out)
+        elif saved[key] != value:
             raise SystemExit(f"error: --resume: --{key.replace('_', '-')} was {saved[key]!r} in the run in "
-                             f"{out}, not {value!r}; only {', '.join(sorted(RESUME_MAY_CHANGE))} may change")
-    merged = {**vars(args), **{k: v for k, v in saved.items() if k not in RESUME_MAY_CHANGE}}
-    merged.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
+                             f"{out}, not {value!r}; a resumed run keeps its settings (only {resume_may_change()} "
+                             f"may change)")
+    merged = vars(args).copy()  # flags newer than the checkpoint keep their values
+    merged.update({k: v for k, v in saved.items() if k in merged and RESUME_RULES.get(k) != "invocation"})
+    merged.update({k: v for k, v in explicit.items() if k in RESUME_RULES})
     return argparse.Namespace(**merged)
 
 
@@ -168,10 +221,10 @@ def committee_members(args: argparse.Namespace, rank: int, world_size: int, argv
     for seed in args.seeds[rank::world_size]:
         member = argparse.Namespace(**{**vars(args), "seed": seed, "data_seed": data_seed,
                                        "out": str(Path(args.out) / f"member-{seed}")})
-        if args.resume:
-            typed = {k: getattr(member, k) for k in explicit if k not in RESUME_MAY_CHANGE}
-            typed.update({k: v for k, v in explicit.items() if k in RESUME_MAY_CHANGE})
-            typed.update(seed=seed, data_seed=data_seed, out=member.out)
+        if args.resume:  # what was typed, as it applies to this member; the rest comes from its checkpoint
+            typed = {**explicit, "seed": seed, "out": member.out}
+            if "seed" in explicit or "data_seed" in explicit:
+                typed["data_seed"] = data_seed
             member = merge_resume(member, typed, Path(member.out))
         members.append(member)
     return members
@@ -224,16 +277,34 @@ def run_committee(args: argparse.Namespace, argv=None) -> int:
 
 
 def load_data(args: argparse.Namespace, show_progress: bool):
-    """Tokenizer + token arrays; on resume the vocabulary comes from the checkpoint."""
-    vocab_path, tokenizer = args.vocab, None
+    """Tokenizer + token arrays; on resume the vocabulary comes from the checkpoint and the arrays must be the
+    run's (check_same_data)."""
+    vocab_path, tokenizer, saved_meta = args.vocab, None, None
     if args.resume:  # the vocabulary travels with the checkpoint
-        tokenizer = WordPieceTokenizer(load_checkpoint(Path(args.out) / "checkpoint.pt", kind="mlm")["vocab"])
-        vocab_path = None
+        ckpt = load_checkpoint(Path(args.out) / "checkpoint.pt", kind="mlm")
+        tokenizer, saved_meta, vocab_path = WordPieceTokenizer(ckpt["vocab"]), ckpt.get("data"), None
+        del ckpt
     data_seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
-    return prepare_pretraining_data(
+    data = prepare_pretraining_data(
         data_dir=args.data_dir, tokenizer=tokenizer, vocab_path=vocab_path, vocab_size=args.vocab_size,
         wiki_size=args.wiki_size, eval_articles=args.eval_articles, seed=data_seed, layout=args.layout,
         seq_len=args.seq_len, cache_dir=args.cache_dir, sources=args.source, show_progress=show_progress)
+    if saved_meta:
+        check_same_data(Path(args.out), saved_meta, data.meta)
+    return data
+
+
+def check_same_data(out: Path, saved: dict, now: dict) -> None:
+    """A resumed run must train on the run's token arrays. --data-dir may point elsewhere (so the paths and the
+    cache key may differ); the arrays' shapes and token counts may not."""
+    for split in ("train", "eval"):
+        was, got = saved.get(split, {}), now[split]
+        was_sig = (was.get("shape"), was.get("counts", {}).get("tokens"))
+        got_sig = (got["shape"], got["counts"]["tokens"])
+        if None not in was_sig and list(was_sig) != list(got_sig):
+            raise ValueError(f"--resume: the {split} token array is {got_sig[0]} with {got_sig[1]:,} tokens, but the "
+                             f"run in {out} used {was_sig[0]} with {was_sig[1]:,}: the articles differ (changed "
+                             f"files under --data-dir or --source); resume with the original data")
 
 
 def has_batchnorm(model: torch.nn.Module) -> bool:

@@ -10,6 +10,7 @@ import torch
 import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.data_dir import resolve_data_dir
+from tinybert.pretrain import PretrainConfig, lr_multiplier
 from tinybert.runtime import choose_precision
 
 SENTENCES = ["the cat sat on the mat .", "a dog ran in the park with a ball .", "music is played by the band .",
@@ -98,3 +99,80 @@ def test_bf16_run_and_auto_on_resume(tmp_path, corpus, capsys):
     auto = choose_precision("auto", torch.device("cpu")).name  # bf16 on CPUs with AMX / AVX512-BF16, else fp32
     assert f"precision {auto} (auto:" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoint.pt", kind="mlm")["progress"]["epoch"] == 2
+
+
+# ---------------------------------------------------------------------------------------------------- resume
+
+
+def quick_argv(tmp_path, corpus, out, *extra):
+    """README's quick pair, scaled down: a tiny preset, a small trained vocab, 3 epochs."""
+    return ["--preset", "tiny", "--source", str(corpus), "--wiki-size", "48", "--eval-articles", "8",
+            "--vocab-size", "120", "--epochs", "3", "--batch-size", "8", "--lr", "1e-3", "--log-every", "2",
+            "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--device", "cpu",
+            "--precision", "fp32", *extra]
+
+
+def record_logs(monkeypatch, logs, stop_at_epoch=None):
+    """Wrap train.pretrain to record every log row; Ctrl-C (KeyboardInterrupt) at the first log of an epoch."""
+    real = getattr(train.pretrain, "__wrapped__", train.pretrain)  # the library function, not an earlier wrapper
+
+    def pretrain(*args, **kwargs):
+        def on_log(row):
+            logs.append(row)
+            if row["epoch"] == stop_at_epoch:
+                raise KeyboardInterrupt
+
+        return real(*args, **{**kwargs, "on_log": on_log})
+
+    pretrain.__wrapped__ = real
+    monkeypatch.setattr(train, "pretrain", pretrain)
+
+
+def metric_rows(run):
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in ("tokens_per_s", "elapsed_s")} for row in csv.DictReader(f)]
+
+
+def test_resume_without_flags_is_the_uninterrupted_run(tmp_path, corpus, monkeypatch, capsys):
+    whole_logs, cut_logs, resumed_logs = [], [], []
+    record_logs(monkeypatch, whole_logs)
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "whole")) == 0
+    record_logs(monkeypatch, cut_logs, stop_at_epoch=1)  # Ctrl-C early in epoch 1: the checkpoint of epoch 0 stays
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "cut")) == 130
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["progress"] == {"epoch": 1, "batch": 0, "step": 6}
+    record_logs(monkeypatch, resumed_logs)
+    capsys.readouterr()
+    assert train.main(["--out", str(tmp_path / "cut"), "--resume"]) == 0  # no other flag: all from the checkpoint
+    assert "3 epochs" in capsys.readouterr().out
+    ckpt = load_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert ckpt["cli"]["epochs"] == 3 and ckpt["progress"]["epoch"] == 3
+    assert ckpt["cli"]["source"] == [str(corpus)] and ckpt["cli"]["cache_dir"] == str(tmp_path / "cache")
+    lr_whole = {row["step"]: row["lr"] for row in whole_logs}
+    lr_cut = {row["step"]: row["lr"] for row in cut_logs + resumed_logs}
+    assert lr_cut == lr_whole and len(lr_whole) == 9
+    assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "whole")
+
+
+def test_resume_keeps_the_source_and_extends_only(tmp_path, corpus, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert train.main(quick_argv(tmp_path, corpus, run, "--epochs", "1")) == 0
+    logs = []
+    record_logs(monkeypatch, logs)
+    # no --source (it would otherwise default to the Wikipedia archives) and no --cache-dir
+    assert train.main(["--out", str(run), "--resume", "--epochs", "2"]) == 0
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    assert ckpt["cli"]["source"] == [str(corpus)] and ckpt["progress"]["epoch"] == 2
+    assert [entry["path"] for entry in ckpt["data"]["train"]["sources"]] == [str(corpus.resolve())]
+    # a longer --epochs re-plans the linear schedule over the new total, as if the run had started with it
+    steps_per_epoch = 6
+    assert [row["lr"] for row in logs] == pytest.approx(
+        [1e-3 * lr_multiplier(row["step"], PretrainConfig(epochs=2), steps_per_epoch) for row in logs])
+    other = tmp_path / "other.jsonl"
+    other.write_text(corpus.read_text())
+    for flags, words in [(["--epochs", "1"], ["--epochs 1 would shorten", "--epochs 2"]),
+                         (["--source", str(other)], [str(other), str(corpus)]),
+                         (["--lr", "0.5"], ["--lr was 0.001", "not 0.5"]),
+                         (["--max-steps", "3"], ["--max-steps 3 would shorten", "--max-steps 0"])]:
+        with pytest.raises(SystemExit) as exc:
+            train.main(["--out", str(run), "--resume", *flags])
+        assert all(w in str(exc.value) for w in words), (flags, str(exc.value))

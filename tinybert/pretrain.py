@@ -252,6 +252,13 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["train_config"].get("epochs") != cfg.epochs:
+            # A longer run (train.py refuses a shorter one): the schedule is re-planned over the new total, as if
+            # the run had been started with cfg.epochs. The optimiser still holds the old plan's lr for the next
+            # step; give it the new plan's (the steps already taken keep the lr they had).
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * lr_multiplier(ckpt["progress"]["step"], cfg, steps_per_epoch)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         epoch, start_batch, step = (ckpt["progress"][k] for k in ("epoch", "batch", "step"))
