@@ -271,16 +271,10 @@ def setup(args):
     return members, out, device, precision, cfg_base
 
 
-def run(args) -> int:
+def load_tasks(args) -> list:
+    """Every seed's sample first, so a data problem stops the run before any training."""
     load_task, _ = task_reader()
-    members, out, device, precision, cfg_base = setup(args)
-    results_path = out / "results.json"
-    print(f"device {device}, precision {precision.name} ({precision.reason})")
-    print(f"{len(members)} member(s): " + ", ".join(
-        f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
-        f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
-
-    tasks = []  # every seed's sample first, so a data problem stops the run before any training
+    tasks = []
     for seed in args.seeds:
         try:
             tasks.append(load_task(args.task, args.data_dir, setting=args.setting,
@@ -292,12 +286,14 @@ def run(args) -> int:
         if not tasks[-1].train or not tasks[-1].test:
             raise UsageError(f"{args.task} (seed {seed}): {len(tasks[-1].train)} training and "
                              f"{len(tasks[-1].test)} test examples; need at least one of each")
-    out.mkdir(parents=True, exist_ok=True)
-    pretrained = any(m["ckpt"] is not None for m in members)
-    results = {
+    return tasks
+
+
+def new_results(args, members, device, precision, cfg_base) -> dict:
+    return {
         "task": args.task, "setting": None,
         "checkpoints": [m["checkpoint"] for m in members if m["checkpoint"]],
-        "pretrained": pretrained, "seeds": list(args.seeds),
+        "pretrained": any(m["ckpt"] is not None for m in members), "seeds": list(args.seeds),
         "config": {"finetune": cfg_base, "models": [m["config"].to_dict() for m in members],
                    "vocab": members[0].get("vocab"), "device": str(device), "precision": precision.name,
                    "orders": args.orders, "member_seed": f"seed + {MEMBER_SEED_STRIDE} * member",
@@ -308,64 +304,35 @@ def run(args) -> int:
         "git_commit": git_commit(), "started": time.strftime("%F %T"), "torch": torch.__version__,
         "runs": [], "notes": [], "sources": [], "complete": False,
     }
+
+
+def run(args) -> int:
+    members, out, device, precision, cfg_base = setup(args)
+    print(f"device {device}, precision {precision.name} ({precision.reason})")
+    print(f"{len(members)} member(s): " + ", ".join(
+        f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
+        f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
+    tasks = load_tasks(args)
+    out.mkdir(parents=True, exist_ok=True)
+    results = new_results(args, members, device, precision, cfg_base)
+    partial = out / "results.partial.json"
     start = time.perf_counter()
-    for seed, task in zip(args.seeds, tasks):
-        results["label_names"] = list(task.label_names)
-        results["setting"] = task.setting
-        for note in task.notes:
-            if note not in results["notes"]:
-                results["notes"].append(note)
-        for src in task.sources:
-            if src not in results["sources"]:
-                results["sources"].append(src)
-        num_labels = len(task.label_names)
-        run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
-                                          "num_labels": num_labels},
-                   "notes": list(task.notes), "members": []}
-        encoded = {}
-        probs, logits, final_probs, labels = [], [], [], None
-        for m, member in enumerate(members):
-            tok = member["tokenizer"]
-            if id(tok) not in encoded:
-                encoded[id(tok)] = [encode_examples(tok, split, args.max_length) if split else None
-                                    for split in (task.train, task.val, task.test)]
-            train, val, test = encoded[id(tok)]
-            init_seed = seed + MEMBER_SEED_STRIDE * m
-            seed_everything(init_seed)
-            model, report = build_classifier(member["ckpt"], member["config"], num_labels)
-            model = model.to(device)
-            desc = f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
-            print(f"{desc}: {member['checkpoint'] or member['name']} "
-                  f"({'random init' if report is None else 'pre-trained encoder'}), "
-                  f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
-                  f"train/val/test, {num_labels} labels")
-            cfg = FinetuneConfig(**cfg_base, seed=seed)
-            res = finetune(model, train, val, test, cfg, device, precision,
-                           show_progress=not args.no_progress, desc=desc)
-            probs.append(res["test_probs"])
-            logits.append(res["test_logits"])
-            final_probs.append(res["final_test_probs"])
-            labels = res["test_labels"]
-            run_rec["members"].append({
-                "name": member["name"], "checkpoint": member["checkpoint"], "init_seed": init_seed,
-                "load_report": None if report is None else {"missing_keys": report.missing_keys,
-                                                            "unused_keys": report.unused_keys},
-                **{k: res[k] for k in ("selection", "selected_epoch", "best_val_acc", "selected_test_acc",
-                                       "final_val_acc", "final_test_acc", "steps", "train_seconds",
-                                       "confusion", "curve")}})
-            print(f"{desc}: test acc {res['selected_test_acc']:.4f} at epoch {res['selected_epoch']} "
-                  f"(selected by {res['selection']}), last epoch {res['final_test_acc']:.4f}")
-            del model
-        if len(members) > 1:
-            run_rec["committee"] = {
-                "probs": committee_accuracy_curve(probs, labels, args.orders, seed=seed, aggregate="probs"),
-                "logits": committee_accuracy_curve(logits, labels, args.orders, seed=seed, aggregate="logits")}
-            print(f"seed {seed}: committee accuracy K=1..{len(members)}: "
-                  + " ".join(f"{a:.4f}" for a in run_rec["committee"]["probs"]["given"]))
-        np.savez_compressed(out / f"probs_seed{seed}.npz", probs=np.stack(probs), logits=np.stack(logits),
-                            final_probs=np.stack(final_probs), labels=labels)
-        results["runs"].append(run_rec)
-        write_json_atomic(out / "results.partial.json", results)
+    try:
+        for seed, task in zip(args.seeds, tasks):
+            for key in ("notes", "sources"):
+                results[key] += [x for x in getattr(task, key) if x not in results[key]]
+            results["label_names"], results["setting"] = list(task.label_names), task.setting
+            results["runs"].append(run_seed(args, seed, task, members, device, precision, cfg_base, out))
+            write_json_atomic(partial, results)
+            print(f"seed {seed} done: the results of {len(results['runs'])} of {len(args.seeds)} seed(s) are in "
+                  f"{partial}")
+    except KeyboardInterrupt:
+        if results["runs"] and partial.is_file():  # (a file from an earlier interrupted run is not ours)
+            print(f"\ninterrupted; the results of the {len(results['runs'])} finished seed(s) are in {partial}",
+                  file=sys.stderr)
+        else:
+            print("\ninterrupted during the first seed; no results were written", file=sys.stderr)
+        return 130
 
     results["summary"] = summarize(results["runs"], members)
     results["complete"] = True
@@ -373,10 +340,62 @@ def run(args) -> int:
     results["files"] = {"probs": [f"probs_seed{s}.npz" for s in args.seeds],
                         "probs_layout": "probs/logits/final_probs: (members, test examples, labels) in member "
                                         "and test order; labels: (test examples,)"}
+    results_path = out / "results.json"
     write_json_atomic(results_path, results)
-    (out / "results.partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     print(summary_line(args.task, results, results_path))
     return 0
+
+
+def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: Path) -> dict:
+    """Fine-tune every member on this seed's sample; write probs_seed<S>.npz; return the seed's record."""
+    num_labels = len(task.label_names)
+    run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
+                                      "num_labels": num_labels},
+               "notes": list(task.notes), "members": []}
+    encoded = {}
+    probs, logits, final_probs, labels = [], [], [], None
+    for m, member in enumerate(members):
+        tok = member["tokenizer"]
+        if id(tok) not in encoded:
+            encoded[id(tok)] = [encode_examples(tok, split, args.max_length) if split else None
+                                for split in (task.train, task.val, task.test)]
+        train, val, test = encoded[id(tok)]
+        init_seed = seed + MEMBER_SEED_STRIDE * m
+        seed_everything(init_seed)
+        model, report = build_classifier(member["ckpt"], member["config"], num_labels)
+        model = model.to(device)
+        desc = f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
+        print(f"{desc}: {member['checkpoint'] or member['name']} "
+              f"({'random init' if report is None else 'pre-trained encoder'}), "
+              f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
+              f"train/val/test, {num_labels} labels")
+        cfg = FinetuneConfig(**cfg_base, seed=seed)
+        res = finetune(model, train, val, test, cfg, device, precision, show_progress=not args.no_progress,
+                       desc=desc)
+        probs.append(res["test_probs"])
+        logits.append(res["test_logits"])
+        final_probs.append(res["final_test_probs"])
+        labels = res["test_labels"]
+        run_rec["members"].append({
+            "name": member["name"], "checkpoint": member["checkpoint"], "init_seed": init_seed,
+            "load_report": None if report is None else {"missing_keys": report.missing_keys,
+                                                        "unused_keys": report.unused_keys},
+            **{k: res[k] for k in ("selection", "selected_epoch", "best_val_acc", "selected_test_acc",
+                                   "final_val_acc", "final_test_acc", "steps", "train_seconds",
+                                   "confusion", "curve")}})
+        print(f"{desc}: test acc {res['selected_test_acc']:.4f} at epoch {res['selected_epoch']} "
+              f"(selected by {res['selection']}), last epoch {res['final_test_acc']:.4f}")
+        del model
+    if len(members) > 1:
+        run_rec["committee"] = {
+            "probs": committee_accuracy_curve(probs, labels, args.orders, seed=seed, aggregate="probs"),
+            "logits": committee_accuracy_curve(logits, labels, args.orders, seed=seed, aggregate="logits")}
+        print(f"seed {seed}: committee accuracy K=1..{len(members)}: "
+              + " ".join(f"{a:.4f}" for a in run_rec["committee"]["probs"]["given"]))
+    np.savez_compressed(out / f"probs_seed{seed}.npz", probs=np.stack(probs), logits=np.stack(logits),
+                        final_probs=np.stack(final_probs), labels=labels)
+    return run_rec
 
 
 def main(argv=None) -> int:
@@ -399,8 +418,8 @@ def main(argv=None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; per-seed results so far are in results.partial.json", file=sys.stderr)
+    except KeyboardInterrupt:  # before the first seed started (run() reports what a later one leaves)
+        print("\ninterrupted before any fine-tuning; nothing was written", file=sys.stderr)
         return 130
 
 

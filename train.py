@@ -57,7 +57,7 @@ RESUME_RULES = {
     "device": "free", "compile": "free",        # hardware and kernels: the same computation
     "precision": "free",                        # rounding only; `auto` is resolved again on the resuming machine
     "no_progress": "free", "log_every": "free",  # display (the loss is read and NaN-checked every log_every steps)
-    "checkpoint_every": "free",                 # how often progress is saved
+    "checkpoint_every": "free", "checkpoint_minutes": "free",  # how often progress is saved
     "epochs": "longer",     # extends the run; the lr schedule is re-planned over the new total (README, "Resuming")
     "max_steps": "longer",  # a stop point only (the schedule does not use it); 0 = no cap
     "out": "invocation", "resume": "invocation", "committee": "invocation", "seeds": "invocation",
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 where the hardware has it, fp16+scaler on older GPUs, else fp32")
     r.add_argument("--log-every", type=positive_int, default=50, help="progress update every N steps (50)")
     r.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps")
+    r.add_argument("--checkpoint-minutes", type=finite_nonnegative_float, default=10.0,
+                   help="also checkpoint when this many minutes have passed since the last checkpoint (10; 0 = "
+                        "off); checkpoints are atomic, and one is always written at the end of every epoch")
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile the model (falls back to eager with a warning where compiling fails)")
@@ -271,6 +274,8 @@ def run_committee(args: argparse.Namespace, argv=None) -> int:
             member.no_progress = args.no_progress or not ctx.is_main  # one progress bar on the terminal
             print(f"[rank {ctx.rank}] committee member seed {member.seed} -> {member.out}", flush=True)
             codes.append(run(member, ctx.solo()))
+            if codes[-1] == 130:  # Ctrl-C ends the committee, not just this member
+                break
         return max(codes)
     finally:
         shutdown()
@@ -312,8 +317,29 @@ def has_batchnorm(model: torch.nn.Module) -> bool:
 
 
 def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
-    """One pre-training run; under torchrun (ctx.world_size > 1) this process's part of it."""
+    """One pre-training run; under torchrun (ctx.world_size > 1) this process's part of it. Ctrl-C ends it with
+    exit code 130 and a message that names the last checkpoint, if one was written."""
     ctx = ctx if ctx is not None else init_from_env(args.device)
+    try:
+        return train_run(args, ctx)
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            print("\n" + interrupted_message(Path(args.out)), file=sys.stderr, flush=True)
+        return 130
+
+
+def interrupted_message(out: Path) -> str:
+    """What Ctrl-C leaves behind, checked now: a checkpoint to resume from, or nothing to resume."""
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.is_file():
+        minutes = (time.time() - ckpt_path.stat().st_mtime) / 60
+        return (f"interrupted; the last checkpoint is {ckpt_path} (written {minutes:.0f} min ago); continue with: "
+                f"python train.py --out {out} --resume")
+    return ("interrupted before the first checkpoint was written (one is written at the end of every epoch and "
+            "every --checkpoint-minutes); nothing to resume: run the same command again to start over")
+
+
+def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     say = print if ctx.is_main else (lambda *a, **k: None)
     out = Path(args.out)
     ckpt_path = out / "checkpoint.pt"
@@ -325,7 +351,7 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
                          weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, schedule=args.schedule,
                          mlm_prob=args.mlm_prob, grad_clip=args.grad_clip, seed=args.seed,
                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                         max_steps=args.max_steps)
+                         checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps)
     world = ctx.world_size
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by the {world} "
@@ -339,14 +365,62 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
     with main_first(ctx):  # the node's first process builds the caches, the others then read them
         data = load_data(args, show_progress)
     tokenizer = data.tokenizer
+    model = build_model(args, tokenizer, device)
+    print_plan(say, args, cfg, ctx, model, data, precision)
+    ddp_model = wrap_ddp(model, ctx, say) if world > 1 else None
+    model = ddp_model.module if ddp_model is not None else model  # (SyncBatchNorm conversion makes a new module)
 
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if not args.resume:
+            tokenizer.save(out / "vocab.txt")
+            (out / "run.json").write_text(json.dumps({
+                "command": " ".join(sys.argv), "git_commit": git_commit(), "started": time.strftime("%F %T"),
+                "model_config": model.config.to_dict(), "train_config": asdict(cfg), "data": data.meta,
+                "device": str(device), "precision": precision.name, "processes": world,
+                "per_process_batch": per_rank, "compile": args.compile}, indent=2))
+    try:
+        final = pretrain(model, tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens,
+                         data.eval_tokens, cfg, out, device, precision, resume=args.resume,
+                         show_progress=show_progress, rank=ctx.rank, world_size=world, ddp_model=ddp_model,
+                         compile=args.compile, checkpoint_extra={"data": data.meta, "cli": vars(args)})
+    except TrainingDiverged as exc:
+        if ctx.is_main:
+            print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not final:  # a resumed run that had already finished: the loop had nothing to do
+        say(f"nothing to train: the run in {out} has finished its {cfg.epochs} epochs (checkpoint {ckpt_path}); "
+            f"pass a larger --epochs to extend it")
+    elif ckpt_path.is_file():
+        say(f"done: {ckpt_path} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
+    return 0
+
+
+def build_model(args: argparse.Namespace, tokenizer: WordPieceTokenizer, device: torch.device) -> BertForMaskedLM:
     config = make_model_config(args.preset, layers=args.layers, heads=args.heads, head_size=args.head_size,
                                conv_layers=args.conv_layers, conv_kernel=args.conv_kernel,
                                conv_channels=args.conv_channels, dropout=args.dropout,
                                attention_dropout=args.dropout, vocab_size=tokenizer.vocab_size,
                                pad_id=tokenizer.pad_id, max_position=args.seq_len)
-    model = BertForMaskedLM(config).to(device)
+    return BertForMaskedLM(config).to(device)
 
+
+def wrap_ddp(model: BertForMaskedLM, ctx: DistContext, say) -> DistributedDataParallel:
+    device = ctx.device
+    if device.type == "cuda" and has_batchnorm(model):
+        # batch statistics over the global batch, as in one process (SyncBatchNorm is GPU-only)
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif has_batchnorm(model):
+        say("note: BatchNorm statistics are per process on CPUs (SyncBatchNorm needs GPUs): the conv front "
+            "end does not train exactly as in one process")
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   gradient_as_bucket_view=True)
+
+
+def print_plan(say, args, cfg: PretrainConfig, ctx: DistContext, model, data, precision) -> None:
+    """The start-up lines: device and precision, model and data, batch and lr, estimated time."""
+    config, device, world = model.config, ctx.device, ctx.world_size
+    per_rank = cfg.batch_size // world
     steps_per_epoch = len(data.train_tokens) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.max_steps,
                                                                               cfg.epochs * steps_per_epoch)
@@ -361,40 +435,6 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
     say(f"batch: effective (global) {cfg.batch_size} = {world} process(es) x {per_rank} per process | "
         f"lr {cfg.lr:g} peak ({cfg.schedule} schedule, {cfg.warmup_steps} warm-up steps)"
         f"{' | torch.compile on' if args.compile else ''}")
-
-    ddp_model = None
-    if world > 1:
-        if device.type == "cuda" and has_batchnorm(model):
-            # batch statistics over the global batch, as in one process (SyncBatchNorm is GPU-only)
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif has_batchnorm(model):
-            say("note: BatchNorm statistics are per process on CPUs (SyncBatchNorm needs GPUs): the conv front "
-                "end does not train exactly as in one process")
-        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                            gradient_as_bucket_view=True)
-
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            tokenizer.save(out / "vocab.txt")
-            (out / "run.json").write_text(json.dumps({
-                "command": " ".join(sys.argv), "git_commit": git_commit(), "started": time.strftime("%F %T"),
-                "model_config": config.to_dict(), "train_config": asdict(cfg), "data": data.meta,
-                "device": str(device), "precision": precision.name, "processes": world,
-                "per_process_batch": per_rank, "compile": args.compile}, indent=2))
-    try:
-        final = pretrain(model, tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens,
-                         data.eval_tokens, cfg, out, device, precision, resume=args.resume,
-                         show_progress=show_progress, rank=ctx.rank, world_size=world, ddp_model=ddp_model,
-                         compile=args.compile, checkpoint_extra={"data": data.meta, "cli": vars(args)})
-    except TrainingDiverged as exc:
-        if ctx.is_main:
-            print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    say(f"done: {ckpt_path} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
-    return 0
 
 
 if __name__ == "__main__":

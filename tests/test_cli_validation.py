@@ -18,7 +18,7 @@ spec.loader.exec_module(evalcli)
 TRAIN_BAD = [("--batch-size", "0"), ("--batch-size", "abc"), ("--epochs", "0"), ("--wiki-size", "0"),
              ("--heads", "0"), ("--layers", "0"), ("--head-size", "0"), ("--vocab-size", "0"), ("--seq-len", "2"),
              ("--eval-articles", "0"), ("--log-every", "0"), ("--checkpoint-every", "-1"),
-             ("--lr", "nan"), ("--lr", "inf"),
+             ("--checkpoint-minutes", "-1"), ("--checkpoint-minutes", "nan"), ("--lr", "nan"), ("--lr", "inf"),
              ("--lr", "-1"), ("--lr", "0"), ("--weight-decay", "nan"), ("--weight-decay", "-0.1"),
              ("--dropout", "1"), ("--dropout", "-0.1"), ("--mlm-prob", "1.5"), ("--mlm-prob", "0"),
              ("--mlm-prob", "1"), ("--grad-clip", "inf"), ("--grad-clip", "-1"), ("--warmup-steps", "-1"),

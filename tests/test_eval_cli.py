@@ -189,6 +189,32 @@ def test_bf16_run(stub, files, capsys):
     assert 0 <= res["summary"]["selected_test_acc"]["mean"] <= 1
 
 
+def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch, capsys):
+    real, calls = evalcli.finetune, []
+
+    def finetune_until(stop_call):
+        def finetune(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == stop_call:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return finetune
+
+    args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1", "--seeds", "0", "1"]
+    monkeypatch.setattr(evalcli, "finetune", finetune_until(1))  # Ctrl-C during the first seed
+    assert evalcli.main(base_args(files, files["dir"] / "a", *args)) == 130
+    err = capsys.readouterr().err
+    assert "no results were written" in err and "results.partial.json" not in err
+    calls.clear()
+    monkeypatch.setattr(evalcli, "finetune", finetune_until(2))  # Ctrl-C during the second seed
+    partial = files["dir"] / "b" / "results.partial.json"
+    assert evalcli.main(base_args(files, files["dir"] / "b", *args)) == 130
+    captured = capsys.readouterr()
+    assert f"seed 0 done: the results of 1 of 2 seed(s) are in {partial}" in captured.out
+    assert f"the results of the 1 finished seed(s) are in {partial}" in captured.err and partial.is_file()
+    assert [r["seed"] for r in json.loads(partial.read_text())["runs"]] == [0]
+
+
 @pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
                                   "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device"])
 def test_error_exits(stub, files, capsys, case):

@@ -176,3 +176,27 @@ def test_resume_keeps_the_source_and_extends_only(tmp_path, corpus, monkeypatch,
         with pytest.raises(SystemExit) as exc:
             train.main(["--out", str(run), "--resume", *flags])
         assert all(w in str(exc.value) for w in words), (flags, str(exc.value))
+
+
+# ------------------------------------------------------------------------------------ messages name real files
+
+
+def test_ctrl_c_names_the_checkpoint_only_when_there_is_one(tmp_path, corpus, monkeypatch, capsys):
+    run = tmp_path / "run"
+    record_logs(monkeypatch, [], stop_at_epoch=0)  # Ctrl-C before the first checkpoint
+    assert train.main(quick_argv(tmp_path, corpus, run)) == 130
+    err = capsys.readouterr().err
+    assert not (run / "checkpoint.pt").exists()
+    assert "before the first checkpoint" in err and "checkpoint.pt" not in err and "--resume" not in err
+    record_logs(monkeypatch, [], stop_at_epoch=1)  # the same command again; Ctrl-C after epoch 0's checkpoint
+    assert train.main(quick_argv(tmp_path, corpus, run)) == 130
+    err = capsys.readouterr().err
+    assert f"the last checkpoint is {run / 'checkpoint.pt'}" in err and (run / "checkpoint.pt").is_file()
+    assert f"python train.py --out {run} --resume" in err
+    record_logs(monkeypatch, [])
+    assert train.main(["--out", str(run), "--resume"]) == 0
+    assert f"done: {run / 'checkpoint.pt'}" in capsys.readouterr().out
+    # resuming a finished run: nothing to do, and no claim that anything was written
+    assert train.main(["--out", str(run), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "done:" not in out

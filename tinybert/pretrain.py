@@ -3,8 +3,9 @@
 One step: a batch of token rows -> dynamic 80/10/10 masking (masking.py) -> BertForMaskedLM forward under
 autocast, with the MLM head on the masked positions only (model.py) -> backward -> AdamW step -> scheduler
 step. Every epoch ends with masked-token loss/accuracy on a held-out slice, a row in metrics.csv and an atomic
-checkpoint; `--resume` restarts from the last checkpoint and reaches the same weights as an uninterrupted run
-(the batch order and the masks are pure functions of (seed, epoch, batch), and the dropout RNG state is saved).
+checkpoint (written also every `checkpoint_minutes`, decided at log points); `--resume` restarts from the last
+checkpoint and reaches the same weights as an uninterrupted run (the batch order and the masks are pure functions
+of (seed, epoch, batch), and the dropout RNG state is saved).
 
 The loop keeps the GPU busy: the loss is accumulated on the device and read (one host sync) only every
 `log_every` steps, for the progress display and the NaN check. On CUDA a background thread builds, masks and
@@ -76,6 +77,7 @@ class PretrainConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 0      # also checkpoint every N steps (0 = only at epoch ends)
+    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0 = off)
     max_steps: int = 0             # stop after N steps in total (0 = run all epochs); for smoke tests and benchmarks
 
 
@@ -247,7 +249,7 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
     if resume:
         ckpt = load_checkpoint(ckpt_path, kind="mlm")
         check_same_config(ckpt_path, ckpt["train_config"], asdict(cfg), "training",
-                          ignore=("epochs", "log_every", "checkpoint_every", "max_steps"))
+                          ignore=("epochs", "log_every", "checkpoint_every", "checkpoint_minutes", "max_steps"))
         check_same_config(ckpt_path, ckpt["model_config"], model.config.to_dict(), "model")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -282,7 +284,11 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
         # give rank r's row i the same dropout pattern as rank 0's row i)
         torch.manual_seed(dropout_seed(cfg.seed, rank, 0))
 
+    last_save = time.perf_counter()
+
     def save(next_epoch: int, next_batch: int) -> None:
+        nonlocal last_save
+        last_save = time.perf_counter()
         rng_ranks = all_gather_objects(rank_rng_state(device), world_size)  # a collective: every rank calls
         if not is_main:
             return
@@ -382,13 +388,21 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                 step += 1
                 bar.update(1)
 
+                time_due = False
                 if step % cfg.log_every == 0 or step == total_steps:
-                    all_reduce_sum(loss_acc, world_size)        # this rank's share -> the global-batch loss
-                    avg = loss_acc.item() / n_acc           # the one host sync per log interval
+                    # Is a time-based checkpoint due? save() is a collective, so every rank must decide alike:
+                    # any rank's clock says so -> all save. The vote rides in the log interval's all-reduce.
+                    due = cfg.checkpoint_minutes > 0 and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+                    packed = torch.stack([loss_acc, torch.tensor(float(due), device=device)])
+                    all_reduce_sum(packed, world_size)      # this rank's share -> the global-batch loss
+                    loss_sum, due_votes = packed.tolist()   # the one host sync per log interval
+                    avg = loss_sum / n_acc
+                    time_due = due_votes > 0
                     if not math.isfinite(avg):
-                        raise TrainingDiverged(
-                            f"loss became {avg} at epoch {epoch}, step {step}; stopping. The last good "
-                            f"checkpoint ({ckpt_path}) is kept. Try a lower --lr or --precision fp32.")
+                        kept = (f"The last good checkpoint ({ckpt_path}) is kept." if ckpt_path.is_file()
+                                else "No checkpoint had been written yet.")
+                        raise TrainingDiverged(f"loss became {avg} at epoch {epoch}, step {step}; stopping. {kept} "
+                                               f"Try a lower --lr or --precision fp32.")
                     now = time.perf_counter()
                     rate = tokens_acc / max(now - tick, 1e-9)
                     bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", tok_s=f"{rate:,.0f}",
@@ -401,6 +415,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                     loss_acc.zero_()
                     n_acc, tokens_acc, tick = 0, 0, now
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    save(epoch, b + 1)
+                elif time_due and b + 1 < steps_per_epoch and step < total_steps:  # (an epoch end saves anyway)
                     save(epoch, b + 1)
                 if step >= total_steps:
                     break
@@ -419,10 +435,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                            f"eval masked-token acc {eval_acc:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
             last = row
             epoch, start_batch = next_epoch, next_batch
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the caller says what to do next (train.py names the last checkpoint, if any)
         bar.close()
-        if is_main:
-            print(f"\ninterrupted; the last checkpoint is {ckpt_path}; continue with --resume")
         raise
     bar.close()
     return last
