@@ -30,6 +30,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from data_prep.pretrain_data import prepare_pretraining_data
+from tinybert import run_record
 from tinybert.checkpoint import CheckpointError, load_checkpoint
 from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
                                  int_at_least, nonnegative_int, positive_int, probability, seed_int, sequence_length)
@@ -325,6 +326,7 @@ def run(args: argparse.Namespace, ctx: DistContext | None = None) -> int:
     except KeyboardInterrupt:
         if ctx.is_main:
             print("\n" + interrupted_message(Path(args.out)), file=sys.stderr, flush=True)
+            run_record.end_segment(Path(args.out), "interrupted")
         return 130
 
 
@@ -372,13 +374,17 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
 
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        segment = {"command": " ".join(sys.argv), "git_commit": git_commit(), "device": str(device),
+                   "precision": precision.name, "processes": world, "epochs": cfg.epochs}
+        first = None
         if not args.resume:
             tokenizer.save(out / "vocab.txt")
-            (out / "run.json").write_text(json.dumps({
-                "command": " ".join(sys.argv), "git_commit": git_commit(), "started": time.strftime("%F %T"),
-                "model_config": model.config.to_dict(), "train_config": asdict(cfg), "data": data.meta,
-                "device": str(device), "precision": precision.name, "processes": world,
-                "per_process_batch": per_rank, "compile": args.compile}, indent=2))
+            first = {"command": segment["command"], "git_commit": segment["git_commit"],
+                     "started": time.strftime("%F %T"), "model_config": model.config.to_dict(),
+                     "train_config": asdict(cfg), "data": data.meta, "device": str(device),
+                     "precision": precision.name, "processes": world, "per_process_batch": per_rank,
+                     "compile": args.compile}
+        run_record.start_segment(out, segment, first)
     try:
         final = pretrain(model, tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens,
                          data.eval_tokens, cfg, out, device, precision, resume=args.resume,
@@ -387,7 +393,10 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     except TrainingDiverged as exc:
         if ctx.is_main:
             print(f"error: {exc}", file=sys.stderr)
+            run_record.end_segment(out, "diverged", error=str(exc))
         return 1
+    if ctx.is_main:
+        run_record.end_segment(out, "done", final)
     if not final:  # a resumed run that had already finished: the loop had nothing to do
         say(f"nothing to train: the run in {out} has finished its {cfg.epochs} epochs (checkpoint {ckpt_path}); "
             f"pass a larger --epochs to extend it")

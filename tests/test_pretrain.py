@@ -139,3 +139,11 @@ def test_time_based_checkpoints_are_exact_resume_points(tmp_path):
                  show_progress=False, on_log=stop_at_step_3)
     assert not (tmp_path / "off" / "checkpoint.pt").exists()
 
+
+def test_metrics_csv_has_unix_line_endings(tmp_path):
+    run(tmp_path, PretrainConfig(epochs=2, batch_size=8, seed=0))
+    data = (tmp_path / "metrics.csv").read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 3
+    run(tmp_path, PretrainConfig(epochs=3, batch_size=8, seed=0), resume=True)  # rewritten on resume
+    data = (tmp_path / "metrics.csv").read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 4

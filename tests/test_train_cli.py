@@ -151,6 +151,13 @@ def test_resume_without_flags_is_the_uninterrupted_run(tmp_path, corpus, monkeyp
     lr_cut = {row["step"]: row["lr"] for row in cut_logs + resumed_logs}
     assert lr_cut == lr_whole and len(lr_whole) == 9
     assert metric_rows(tmp_path / "cut") == metric_rows(tmp_path / "whole")
+    # run.json: one segment per start and resume, each with how and when it ended; the final metrics on top
+    record = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert [(s["status"], s["epochs"]) for s in record["segments"]] == [("interrupted", 3), ("done", 3)]
+    assert all(s["ended"] for s in record["segments"]) and record["status"] == "done"
+    last = metric_rows(tmp_path / "cut")[-1]
+    assert record["final"]["eval_acc"] == pytest.approx(float(last["eval_acc"]))
+    assert record["final"]["step"] == 18 and record["ended"] == record["segments"][-1]["ended"]
 
 
 def test_resume_keeps_the_source_and_extends_only(tmp_path, corpus, monkeypatch, capsys):
@@ -200,3 +207,15 @@ def test_ctrl_c_names_the_checkpoint_only_when_there_is_one(tmp_path, corpus, mo
     assert train.main(["--out", str(run), "--resume"]) == 0
     out = capsys.readouterr().out
     assert "nothing to train" in out and "done:" not in out
+
+
+def test_outputs_are_readable_like_any_written_file(tmp_path, corpus):
+    """Every file of a run (and the trained vocab in the cache) gets the mode open() gives under this umask
+    (0644 under the usual 022), also those written through a temporary file (mkstemp makes them 0600)."""
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "run", "--epochs", "1")) == 0
+    reference = tmp_path / "reference.txt"
+    reference.write_text("x")
+    mode = reference.stat().st_mode & 0o777
+    written = list((tmp_path / "run").iterdir()) + list((tmp_path / "cache").glob("vocab-*.txt"))
+    assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
+    assert {"vocab.txt", "checkpoint.pt", "metrics.csv", "run.json"} <= {p.name for p in written}

@@ -177,7 +177,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def append_metrics(path: Path, row: dict) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS, lineterminator="\n")  # (csv's default is \r\n)
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -190,7 +190,7 @@ def drop_metrics_from(path: Path, epoch: int) -> None:
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
