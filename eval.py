@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -31,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinybert import plan
 from tinybert.checkpoint import CheckpointError, load_checkpoint
 from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
                                  nonnegative_int, positive_int, seed_int, sequence_length)
 from tinybert.committee import committee_accuracy_curve
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config, parse_conv_kernel
 from tinybert.data_dir import DatasetNotFound, resolve_data_dir
-from tinybert.finetune import SCHEDULES, FinetuneConfig, build_classifier, encode_examples, finetune
+from tinybert.finetune import (SCHEDULES, FinetuneConfig, build_classifier, encode_examples, estimate_step_seconds,
+                               finetune)
 from tinybert.model import count_parameters
 from tinybert.pretrain import TrainingDiverged
 from tinybert.runtime import (PRECISIONS, choose_device, choose_precision, git_commit, seed_everything,
@@ -289,6 +292,42 @@ def load_tasks(args) -> list:
     return tasks
 
 
+def projected_seconds(args, members, tasks, device, precision) -> tuple[float, float]:
+    """(total seconds, seconds per training step of the first member): a few timed steps of each distinct
+    architecture (tinybert.finetune.estimate_step_seconds) x steps per epoch x epochs x seeds x members, plus the
+    per-epoch evaluation of validation and test rows (forward passes: a third of a training step per row)."""
+    first = tasks[0]
+    timed, total = {}, 0.0
+    for member in members:
+        key = repr(member["config"].to_dict())
+        if key not in timed:
+            ids = member["tokenizer"].encode_batch([ex.text for ex in first.train[:256]], add_special_tokens=True,
+                                                   max_length=args.max_length)
+            length = int(np.percentile([len(x) for x in ids], 95))  # a batch is as wide as its longest row
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                model, _ = build_classifier(None, member["config"], len(first.label_names))
+            timed[key] = estimate_step_seconds(model, min(args.batch_size, len(first.train)), length, device,
+                                               precision)
+            del model
+        step_s = timed[key]
+        for task in tasks:
+            steps = math.ceil(len(task.train) / args.batch_size) * args.epochs
+            eval_rows = (len(task.val) + len(task.test)) * args.epochs
+            total += steps * step_s + eval_rows * step_s / args.batch_size / 3
+    return total, timed[repr(members[0]["config"].to_dict())]
+
+
+def print_plan(args, members, tasks, device, precision) -> None:
+    """The projected total time, and a note when a CPU run would take hours."""
+    seconds, step_s = projected_seconds(args, members, tasks, device, precision)
+    steps = math.ceil(len(tasks[0].train) / args.batch_size)
+    print(f"projected total time {plan.format_duration(seconds)} ({len(tasks)} seed(s) x {len(members)} member(s) "
+          f"x {args.epochs} epochs x {steps} steps at ~{step_s:.3g} s/step, plus evaluation)")
+    note = plan.cpu_note(seconds, device)
+    if note:
+        print(note)
+
+
 def new_results(args, members, device, precision, cfg_base) -> dict:
     return {
         "task": args.task, "setting": None,
@@ -308,11 +347,13 @@ def new_results(args, members, device, precision, cfg_base) -> dict:
 
 def run(args) -> int:
     members, out, device, precision, cfg_base = setup(args)
+    print(plan.output_line(out))
     print(f"device {device}, precision {precision.name} ({precision.reason})")
     print(f"{len(members)} member(s): " + ", ".join(
         f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
         f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
     tasks = load_tasks(args)
+    print_plan(args, members, tasks, device, precision)
     out.mkdir(parents=True, exist_ok=True)
     results = new_results(args, members, device, precision, cfg_base)
     partial = out / "results.partial.json"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import asdict
@@ -30,7 +31,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from data_prep.pretrain_data import prepare_pretraining_data
-from tinybert import run_record
+from tinybert import plan, run_record
 from tinybert.checkpoint import CheckpointError, load_checkpoint
 from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
                                  int_at_least, nonnegative_int, positive_int, probability, seed_int, sequence_length)
@@ -282,14 +283,20 @@ def run_committee(args: argparse.Namespace, argv=None) -> int:
         shutdown()
 
 
-def load_data(args: argparse.Namespace, show_progress: bool):
+def resume_info(out: Path) -> dict:
+    """From the checkpoint of the run in `out`: its vocabulary, data provenance and step count. The rest (weights,
+    optimiser state) is dropped at once; pretrain() loads it when training starts."""
+    ckpt = load_checkpoint(out / "checkpoint.pt", kind="mlm")
+    return {"vocab": ckpt["vocab"], "data": ckpt.get("data"), "step": ckpt["progress"]["step"]}
+
+
+def load_data(args: argparse.Namespace, show_progress: bool, resumed: dict | None = None):
     """Tokenizer + token arrays; on resume the vocabulary comes from the checkpoint and the arrays must be the
     run's (check_same_data)."""
     vocab_path, tokenizer, saved_meta = args.vocab, None, None
     if args.resume:  # the vocabulary travels with the checkpoint
-        ckpt = load_checkpoint(Path(args.out) / "checkpoint.pt", kind="mlm")
-        tokenizer, saved_meta, vocab_path = WordPieceTokenizer(ckpt["vocab"]), ckpt.get("data"), None
-        del ckpt
+        resumed = resumed or resume_info(Path(args.out))
+        tokenizer, saved_meta, vocab_path = WordPieceTokenizer(resumed["vocab"]), resumed["data"], None
     data_seed = args.data_seed if getattr(args, "data_seed", None) is not None else args.seed
     data = prepare_pretraining_data(
         data_dir=args.data_dir, tokenizer=tokenizer, vocab_path=vocab_path, vocab_size=args.vocab_size,
@@ -348,6 +355,8 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     if not args.resume and ckpt_path.exists():
         raise SystemExit(f"error: {out} already holds a run ({ckpt_path}); pass --resume to continue it or "
                          f"choose another --out (nothing was overwritten)")
+    say(plan.output_line(out, resuming=args.resume))
+    resumed = resume_info(out) if args.resume else None
 
     cfg = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, schedule=args.schedule,
@@ -365,10 +374,10 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
 
     show_progress = not args.no_progress and ctx.is_main
     with main_first(ctx):  # the node's first process builds the caches, the others then read them
-        data = load_data(args, show_progress)
+        data = load_data(args, show_progress, resumed)
     tokenizer = data.tokenizer
     model = build_model(args, tokenizer, device)
-    print_plan(say, args, cfg, ctx, model, data, precision)
+    print_plan(say, args, cfg, ctx, model, data, precision, done_steps=resumed["step"] if resumed else 0)
     ddp_model = wrap_ddp(model, ctx, say) if world > 1 else None
     model = ddp_model.module if ddp_model is not None else model  # (SyncBatchNorm conversion makes a new module)
 
@@ -426,24 +435,35 @@ def wrap_ddp(model: BertForMaskedLM, ctx: DistContext, say) -> DistributedDataPa
                                    gradient_as_bucket_view=True)
 
 
-def print_plan(say, args, cfg: PretrainConfig, ctx: DistContext, model, data, precision) -> None:
-    """The start-up lines: device and precision, model and data, batch and lr, estimated time."""
+def print_plan(say, args, cfg: PretrainConfig, ctx: DistContext, model, data, precision, done_steps: int = 0):
+    """The start-up lines: device and precision, model and data, batch and lr, the projected time (and a note
+    when a CPU run would take hours)."""
     config, device, world = model.config, ctx.device, ctx.world_size
     per_rank = cfg.batch_size // world
     steps_per_epoch = len(data.train_tokens) // cfg.batch_size
-    total_steps = cfg.epochs * steps_per_epoch if not cfg.max_steps else min(cfg.max_steps,
-                                                                              cfg.epochs * steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    total_steps = min(cfg.max_steps, total_steps) if cfg.max_steps else total_steps
+    steps_left = max(total_steps - done_steps, 0)
     step_s = estimate_step_seconds(model, per_rank, args.seq_len, device, precision)
+    # held-out evaluation: every epoch, forward passes only (a third of a training step each)
+    epochs_left = math.ceil(steps_left / steps_per_epoch) if steps_per_epoch else 0
+    eval_s = epochs_left * math.ceil(len(data.eval_tokens) / cfg.batch_size) * step_s / 3
+    seconds = steps_left * step_s + eval_s
     procs = f" x {world} processes ({ctx.backend}, one {device.type} device each)" if world > 1 else ""
     say(f"device {device}{procs}, precision {precision.name} ({precision.reason})")
     say(f"model: {config.layers} layers x {config.heads} heads x {config.head_size} (hidden {config.hidden}"
         f"{f', conv {config.conv_layers}x{config.conv_kernel} d{config.conv_channels}' if config.conv_layers else ''}),"
         f" {count_parameters(model):,} parameters | data: {len(data.train_tokens):,} rows, "
-        f"{data.tokens_per_epoch:,} tokens/epoch, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs "
-        f"| estimated total time {total_steps * step_s / 60:.1f} min")
+        f"{data.tokens_per_epoch:,} tokens/epoch, {steps_per_epoch} steps/epoch x {cfg.epochs} epochs")
     say(f"batch: effective (global) {cfg.batch_size} = {world} process(es) x {per_rank} per process | "
         f"lr {cfg.lr:g} peak ({cfg.schedule} schedule, {cfg.warmup_steps} warm-up steps)"
         f"{' | torch.compile on' if args.compile else ''}")
+    done = f", {done_steps} done before" if done_steps else ""
+    say(f"projected total time {plan.format_duration(seconds)} ({steps_left:,} steps{done} at ~{step_s:.3g} s/step, "
+        f"plus held-out evaluation)")
+    note = plan.cpu_note(seconds, device)
+    if note:
+        say(note)
 
 
 if __name__ == "__main__":

@@ -189,6 +189,23 @@ def test_bf16_run(stub, files, capsys):
     assert 0 <= res["summary"]["selected_test_acc"]["mean"] <= 1
 
 
+def test_plan_output_folder_projected_time_and_cpu_note(stub, files, monkeypatch, capsys):
+    out = files["dir"] / "plan"
+    args = base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1")
+    assert evalcli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"output folder: {out} (made when training starts)\n")
+    assert "projected total time" in printed and "note: this run is projected" not in printed
+    monkeypatch.setattr(evalcli, "estimate_step_seconds", lambda *a, **k: 1000.0)  # as if a big model
+    assert evalcli.main(args + ["--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    # 30 training rows in batches of 8: 4 steps x 1000 s, plus 22 validation and test rows at a third of a step
+    # per batch of 8: 4917 s
+    assert "projected total time ~82 min (1 seed(s) x 1 member(s) x 1 epochs x 4 steps at ~1e+03 s/step" in printed
+    assert ("note: this run is projected to take ~82 min on this CPU; the paper's settings are sized for a GPU. "
+            "For a run that fits a laptop in ~15 min: python -m tinybert.quickstart") in printed
+
+
 def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch, capsys):
     real, calls = evalcli.finetune, []
 

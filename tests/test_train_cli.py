@@ -45,8 +45,10 @@ def argv(tmp_path, corpus, *extra):
 def test_train_then_resume(tmp_path, corpus, capsys):
     assert train.main(argv(tmp_path, corpus, "--epochs", "1")) == 0
     out = capsys.readouterr().out
-    assert "parameters" in out and "tokens/epoch" in out and "estimated total time" in out
+    assert "parameters" in out and "tokens/epoch" in out and "projected total time" in out
     assert "precision fp32" in out
+    assert out.startswith(f"output folder: {tmp_path / 'run'} (made when training starts)\n")
+    assert "note: this run is projected" not in out  # seconds, not hours
     run = tmp_path / "run"
     assert {"checkpoint.pt", "metrics.csv", "run.json", "vocab.txt"} <= {p.name for p in run.iterdir()}
     # a second start without --resume must not overwrite the run
@@ -219,3 +221,18 @@ def test_outputs_are_readable_like_any_written_file(tmp_path, corpus):
     written = list((tmp_path / "run").iterdir()) + list((tmp_path / "cache").glob("vocab-*.txt"))
     assert {p.name: p.stat().st_mode & 0o777 for p in written} == {p.name: mode for p in written}
     assert {"vocab.txt", "checkpoint.pt", "metrics.csv", "run.json"} <= {p.name for p in written}
+
+
+def test_plan_projects_the_time_and_notes_long_cpu_runs(tmp_path, corpus, monkeypatch, capsys):
+    monkeypatch.setattr(train, "estimate_step_seconds", lambda *args, **kwargs: 1000.0)  # as if a big model
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "run", "--epochs", "1")) == 0
+    out = capsys.readouterr().out
+    # 6 steps x 1000 s + 1 held-out batch at a third of a step = 6333 s
+    assert "projected total time ~1.8 h (6 steps at ~1e+03 s/step, plus held-out evaluation)" in out
+    assert ("note: this run is projected to take ~1.8 h on this CPU; the paper's settings are sized for a GPU. "
+            "For a run that fits a laptop in ~15 min: python -m tinybert.quickstart") in out
+    # the note changes nothing: `python train.py --layers 1 --heads 8` keeps the paper's recipe
+    args = train.parse_args(["--layers", "1", "--heads", "8"])
+    assert (args.epochs, args.wiki_size, args.batch_size, args.lr, args.seq_len, args.vocab_size, args.mlm_prob,
+            args.weight_decay, args.schedule, args.layout) == (50, 40000, 32, 5e-5, 128, 30522, 0.15, 0.01,
+                                                                "linear", "paper")
