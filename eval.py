@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = p.add_argument_group("what to evaluate")
     w.add_argument("--task", required=True, choices=TASK_CHOICES)
     w.add_argument("--checkpoint", nargs="+", metavar="CKPT",
-                   help="MLM checkpoint(s) (train.py's checkpoint.pt); several = a soft committee")
+                   help="MLM checkpoint(s) (train.py's checkpoint.pt); several = a soft committee. One of "
+                        "--checkpoint and --no-pretrain is required")
     w.add_argument("--no-pretrain", action="store_true",
                    help="random init: the --checkpoint architecture and vocab without its weights, or (with no "
                         "--checkpoint) --preset / model flags with --vocab")
@@ -164,6 +165,9 @@ def load_members(args) -> list[dict]:
 
 def check_args(args) -> None:
     """Checks across flags (each number was already checked by its argparse type, tinybert/cli_types.py)."""
+    if not args.checkpoint and not args.no_pretrain:  # no silent default between the two arms of the paper
+        raise UsageError("say what to fine-tune: --checkpoint CKPT (a model pre-trained by train.py) or "
+                         "--no-pretrain (random init: the from-scratch control)")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds has repeats: {args.seeds}")
     if args.task != "csv" and (args.train_file or args.test_file or args.text_col or args.label_col):

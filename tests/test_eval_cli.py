@@ -135,11 +135,12 @@ def test_scratch_two_seeds(stub, files, capsys):
     assert last.startswith("csv: tiny (random init) test acc") and "2 seed(s)" in last
 
     # an existing results.json is never overwritten silently
-    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1"))
+    rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                "--epochs", "1"))
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
-    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1",
-                                "--overwrite"))
+    rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                "--epochs", "1", "--overwrite"))
     assert rc == 0 and json.loads((out / "results.json").read_text())["seeds"] == [0]
 
 
@@ -233,7 +234,7 @@ def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch
 
 
 @pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
-                                  "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device"])
+                                  "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device", "no-choice"])
 def test_error_exits(stub, files, capsys, case):
     out = files["dir"] / "err"
     ckpt = checkpoint(files["dir"] / "c.pt", 0)
@@ -248,13 +249,16 @@ def test_error_exits(stub, files, capsys, case):
         "bad-task": ["--task", "imdb"],
         "csv-no-train": ["--task", "csv", "--checkpoint", ckpt],
         "too-long": base_args(files, out, "--checkpoint", ckpt, "--max-length", "64"),
-        "bad-vocab": base_args(files, out, "--preset", "tiny", "--vocab", str(files["train"])),
+        "bad-vocab": base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["train"])),
+        "no-choice": base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"])),
         "bad-device": base_args(files, out, "--checkpoint", ckpt, "--precision", "fp16"),
     }[case]
     assert evalcli.main(args) == 2
     err = capsys.readouterr().err
     assert "error:" in err
     assert not (out / "results.json").exists()
+    if case == "no-choice":  # neither --checkpoint nor --no-pretrain: an error that names both
+        assert "--checkpoint" in err and "--no-pretrain" in err and not out.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("data_prep.tasks") is None, reason="data_prep/tasks.py not written yet")
