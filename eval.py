@@ -278,6 +278,18 @@ def setup(args):
     return members, out, device, precision, cfg_base
 
 
+def one_class_warning(confusion: list[list[int]], label_names: list[str], args) -> str | None:
+    """A warning when the selected model predicts one class for every test example although the test set holds
+    several: the fine-tune learned a constant guess, and its accuracy is just that class's share."""
+    counts = np.asarray(confusion)  # rows: true class, columns: predicted class
+    predicted = np.flatnonzero(counts.sum(axis=0))
+    if len(predicted) != 1 or np.count_nonzero(counts.sum(axis=1)) < 2:
+        return None
+    return (f"warning: the model predicts {label_names[predicted[0]]!r} for every test example, a constant guess. "
+            f"Likely causes: a learning rate too high or too low (--lr {args.lr:g}), too few epochs (--epochs "
+            f"{args.epochs}), or a pre-trained model that did not learn (see eval_acc in its metrics.csv)")
+
+
 def load_tasks(args) -> list:
     """Every seed's sample first, so a data problem stops the run before any training."""
     load_task, _ = task_reader()
@@ -357,6 +369,8 @@ def run(args) -> int:
         f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
         f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
     tasks = load_tasks(args)
+    for note in dict.fromkeys(note for task in tasks for note in task.notes):  # each distinct note once, in order
+        print(note if note.startswith("warning:") else f"note: {note}")
     print_plan(args, members, tasks, device, precision)
     out.mkdir(parents=True, exist_ok=True)
     results = new_results(args, members, device, precision, cfg_base)
@@ -431,6 +445,10 @@ def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: P
                                    "confusion", "curve")}})
         print(f"{desc}: test acc {res['selected_test_acc']:.4f} at epoch {res['selected_epoch']} "
               f"(selected by {res['selection']}), last epoch {res['final_test_acc']:.4f}")
+        warning = one_class_warning(res["confusion"], task.label_names, args)
+        if warning:
+            print(f"{desc}: {warning}")
+            run_rec["members"][-1]["warning"] = warning
         del model
     if len(members) > 1:
         run_rec["committee"] = {

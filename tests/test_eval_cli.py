@@ -131,8 +131,10 @@ def test_scratch_two_seeds(stub, files, capsys):
     probs = np.load(out / "probs_seed1.npz")
     assert probs["probs"].shape == (1, 12, 2) and probs["labels"].shape == (12,)
     assert not (out / "results.partial.json").exists()
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out
+    last = printed.strip().splitlines()[-1]
     assert last.startswith("csv: tiny (random init) test acc") and "2 seed(s)" in last
+    assert "note: stub reader, seed 0\nnote: stub reader, seed 1\n" in printed  # every data note on the console
 
     # an existing results.json is never overwritten silently
     rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
@@ -231,6 +233,42 @@ def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch
     assert f"seed 0 done: the results of 1 of 2 seed(s) are in {partial}" in captured.out
     assert f"the results of the 1 finished seed(s) are in {partial}" in captured.err and partial.is_file()
     assert [r["seed"] for r in json.loads(partial.read_text())["runs"]] == [0]
+
+
+def test_one_class_predictions_are_flagged(stub, files, monkeypatch, capsys):
+    real = evalcli.finetune
+
+    def constant_guess(*args, **kwargs):  # as if the model had learned to always say 'pos' (label 1)
+        res = real(*args, **kwargs)
+        res["confusion"] = [[0, sum(row)] for row in res["confusion"]]
+        return res
+
+    monkeypatch.setattr(evalcli, "finetune", constant_guess)
+    out = files["dir"] / "flat"
+    assert evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                  "--epochs", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: warning: the model predicts 'pos' for every test example, a constant guess. Likely causes: a " \
+           "learning rate too high or too low (--lr 0.001), too few epochs (--epochs 1), or a pre-trained model " \
+           "that did not learn" in printed
+    member = json.loads((out / "results.json").read_text())["runs"][0]["members"][0]
+    assert member["warning"].startswith("warning: the model predicts 'pos'")
+    assert evalcli.one_class_warning([[5, 1], [3, 2]], ["a", "b"], None) is None  # two classes predicted
+    assert evalcli.one_class_warning([[0, 0], [0, 4]], ["a", "b"], None) is None  # only one class in the test set
+
+
+@pytest.mark.skipif(importlib.util.find_spec("data_prep.tasks") is None, reason="data_prep/tasks.py not written yet")
+def test_real_reader_tiny_csv_warns_on_the_console(files, capsys):
+    three = files["dir"] / "three.csv"
+    three.write_text("sentence,sentiment\ngood w1,pos\ngood w2,pos\nbad w3,neg\n")
+    ckpt = checkpoint(files["dir"] / "c.pt", 0)
+    args = [a for a in base_args(files, files["dir"] / "three", "--checkpoint", ckpt, "--epochs", "1")
+            if a not in ("--test", str(files["test"]))]
+    args[args.index(str(files["train"]))] = str(three)
+    assert evalcli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "warning: the test set is too small to measure well: 2 of 2 classes have fewer than 10 test rows" in printed
+    assert "note: no validation rows" in printed and "note: no test file" in printed
 
 
 @pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
