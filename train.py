@@ -118,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear: decay per optimiser step; paper-epoch: the authors' code (stepped per epoch, "
                         "epoch 0 at lr 0)")
     t.add_argument("--mlm-prob", type=probability, default=0.15, help="share of tokens selected for prediction")
-    t.add_argument("--grad-clip", type=finite_nonnegative_float, default=0.0, help="max gradient norm (0 = off, as the paper)")
-    t.add_argument("--seed", type=seed_int, default=42, help="seeds article selection, init, order and masks (42, as the paper's sampling)")
+    t.add_argument("--grad-clip", type=finite_nonnegative_float, default=0.0,
+                   help="max gradient norm (0 = off, as the paper)")
+    t.add_argument("--seed", type=seed_int, default=42,
+                   help="seeds article selection, init, order and masks (42, as the paper's sampling)")
     t.add_argument("--data-seed", type=seed_int, help="seed of the article selection (and trained vocab) only; "
                                                  "default: --seed")
     t.add_argument("--max-steps", type=nonnegative_int, default=0, help="stop after N optimiser steps (0 = all epochs)")

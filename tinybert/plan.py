@@ -26,7 +26,11 @@ def format_duration(seconds: float) -> str:
 
 
 def output_line(out: Path, resuming: bool = False) -> str:
-    where = "continuing the run there" if resuming else ("exists" if Path(out).is_dir() else "made when training starts")
+    """Where the outputs go; says whether the folder exists now (it is made only once training starts)."""
+    if resuming:
+        where = "continuing the run there"
+    else:
+        where = "exists" if Path(out).is_dir() else "made when training starts"
     return f"output folder: {out} ({where})"
 
 
