@@ -377,6 +377,9 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     show_progress = not args.no_progress and ctx.is_main
     with main_first(ctx):  # the node's first process builds the caches, the others then read them
         data = load_data(args, show_progress, resumed)
+    if len(data.train_tokens) < cfg.batch_size:  # checked before the run folder is made
+        raise ValueError(f"--batch-size {cfg.batch_size} is more than the {len(data.train_tokens)} training rows "
+                         f"(--wiki-size {args.wiki_size}): not one full batch; lower --batch-size or raise --wiki-size")
     tokenizer = data.tokenizer
     model = build_model(args, tokenizer, device)
     print_plan(say, args, cfg, ctx, model, data, precision, done_steps=resumed["step"] if resumed else 0)

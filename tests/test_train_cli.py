@@ -84,6 +84,9 @@ def test_bad_flags_and_checkpoints(tmp_path, corpus):
         train.main(argv(tmp_path, corpus, "--source", str(tmp_path / "missing.jsonl")))
     with pytest.raises(SystemExit, match="fp16 is not supported on CPU"):
         train.main(argv(tmp_path, corpus, "--precision", "fp16", "--device", "cpu"))
+    with pytest.raises(SystemExit, match=r"--batch-size 64 is more than the 48 training rows \(--wiki-size 48\)"):
+        train.main(argv(tmp_path, corpus, "--batch-size", "64"))
+    assert not (tmp_path / "run").exists()  # refused before the run folder was made
 
 
 def test_bf16_run_and_auto_on_resume(tmp_path, corpus, capsys):
