@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -31,11 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tinybert import plan
 from tinybert.checkpoint import CheckpointError, load_checkpoint
+from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
+                                 nonnegative_int, positive_int, seed_int, sequence_length)
 from tinybert.committee import committee_accuracy_curve
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config, parse_conv_kernel
 from tinybert.data_dir import DatasetNotFound, resolve_data_dir
-from tinybert.finetune import SCHEDULES, FinetuneConfig, build_classifier, encode_examples, finetune
+from tinybert.finetune import (SCHEDULES, FinetuneConfig, build_classifier, encode_examples, estimate_step_seconds,
+                               finetune)
 from tinybert.model import count_parameters
 from tinybert.pretrain import TrainingDiverged
 from tinybert.runtime import (PRECISIONS, choose_device, choose_precision, git_commit, seed_everything,
@@ -60,55 +65,56 @@ def task_reader():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     w = p.add_argument_group("what to evaluate")
     w.add_argument("--task", required=True, choices=TASK_CHOICES)
     w.add_argument("--checkpoint", nargs="+", metavar="CKPT",
-                   help="MLM checkpoint(s) (train.py's checkpoint.pt); several = a soft committee")
+                   help="MLM checkpoint(s) (train.py's checkpoint.pt); several = a soft committee. One of "
+                        "--checkpoint and --no-pretrain is required")
     w.add_argument("--no-pretrain", action="store_true",
                    help="random init: the --checkpoint architecture and vocab without its weights, or (with no "
                         "--checkpoint) --preset / model flags with --vocab")
 
     m = p.add_argument_group("model for random init without --checkpoint (a --preset, then flags override it)")
     m.add_argument("--preset", choices=sorted(MODEL_PRESETS))
-    m.add_argument("--layers", type=int)
-    m.add_argument("--heads", type=int)
-    m.add_argument("--head-size", type=int)
-    m.add_argument("--conv-layers", type=int)
+    m.add_argument("--layers", type=positive_int)
+    m.add_argument("--heads", type=positive_int)
+    m.add_argument("--head-size", type=positive_int)
+    m.add_argument("--conv-layers", type=nonnegative_int)
     m.add_argument("--conv-kernel", type=parse_conv_kernel)
-    m.add_argument("--conv-channels", type=int)
-    m.add_argument("--dropout", type=float, help="hidden and attention dropout (default 0.1)")
+    m.add_argument("--conv-channels", type=positive_int)
+    m.add_argument("--dropout", type=dropout_rate, help="hidden and attention dropout (default 0.1)")
     m.add_argument("--vocab", help="vocab.txt for random init (default <data dir>/bert_vocab/vocab.txt)")
 
     d = p.add_argument_group("data")
     d.add_argument("--data-dir", help="datasets root (default: $TINYBERT_DATA, ../shared/data, ./data)")
     d.add_argument("--setting", help="fewrel: train64 (default) or val16")
-    d.add_argument("--train-per-label", type=int)
-    d.add_argument("--test-per-label", type=int)
-    d.add_argument("--val-per-label", type=int)
+    d.add_argument("--train-per-label", type=positive_int)
+    d.add_argument("--test-per-label", type=positive_int)
+    d.add_argument("--val-per-label", type=nonnegative_int)
     d.add_argument("--train", dest="train_file", help="--task csv: training CSV")
     d.add_argument("--test", dest="test_file", help="--task csv: test CSV (default: a seeded split of --train)")
     d.add_argument("--text-col", help="--task csv: text column")
     d.add_argument("--label-col", help="--task csv: label column")
 
     t = p.add_argument_group("fine-tuning (defaults: the paper's code)")
-    t.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeats (sample, init, order); default 0")
-    t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--lr", type=float, default=5e-5)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--seeds", type=seed_int, nargs="+", default=[0], help="repeats (sample, init, order); default 0")
+    t.add_argument("--epochs", type=positive_int, default=50)
+    t.add_argument("--lr", type=finite_positive_float, default=5e-5)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--weight-decay", type=finite_nonnegative_float, default=0.01)
+    t.add_argument("--warmup-steps", type=nonnegative_int, default=0)
     t.add_argument("--schedule", choices=SCHEDULES, default="linear",
                    help="linear: decay per step; paper-epoch: the authors' per-epoch decay")
-    t.add_argument("--max-length", type=int, default=128, help="tokens per text incl. [CLS]/[SEP] (128)")
-    t.add_argument("--orders", type=int, default=100, help="random member orders for the committee curve")
+    t.add_argument("--max-length", type=sequence_length, default=128, help="tokens per text incl. [CLS]/[SEP] (128)")
+    t.add_argument("--orders", type=positive_int, default=100, help="random member orders for the committee curve")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", help="output folder (default runs/eval/<task>-<model>)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--precision", choices=PRECISIONS, default="auto")
-    r.add_argument("--log-every", type=int, default=50)
+    r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--no-progress", action="store_true")
     return p
 
@@ -158,13 +164,10 @@ def load_members(args) -> list[dict]:
 
 
 def check_args(args) -> None:
-    for name in ("epochs", "batch_size", "orders", "log_every"):
-        if getattr(args, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("train_per_label", "test_per_label", "val_per_label"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    """Checks across flags (each number was already checked by its argparse type, tinybert/cli_types.py)."""
+    if not args.checkpoint and not args.no_pretrain:  # no silent default between the two arms of the paper
+        raise UsageError("say what to fine-tune: --checkpoint CKPT (a model pre-trained by train.py) or "
+                         "--no-pretrain (random init: the from-scratch control)")
     if len(set(args.seeds)) != len(args.seeds):
         raise UsageError(f"--seeds has repeats: {args.seeds}")
     if args.task != "csv" and (args.train_file or args.test_file or args.text_col or args.label_col):
@@ -275,16 +278,22 @@ def setup(args):
     return members, out, device, precision, cfg_base
 
 
-def run(args) -> int:
-    load_task, _ = task_reader()
-    members, out, device, precision, cfg_base = setup(args)
-    results_path = out / "results.json"
-    print(f"device {device}, precision {precision.name} ({precision.reason})")
-    print(f"{len(members)} member(s): " + ", ".join(
-        f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
-        f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
+def one_class_warning(confusion: list[list[int]], label_names: list[str], args) -> str | None:
+    """A warning when the selected model predicts one class for every test example although the test set holds
+    several: the fine-tune learned a constant guess, and its accuracy is just that class's share."""
+    counts = np.asarray(confusion)  # rows: true class, columns: predicted class
+    predicted = np.flatnonzero(counts.sum(axis=0))
+    if len(predicted) != 1 or np.count_nonzero(counts.sum(axis=1)) < 2:
+        return None
+    return (f"warning: the model predicts {label_names[predicted[0]]!r} for every test example, a constant guess. "
+            f"Likely causes: a learning rate too high or too low (--lr {args.lr:g}), too few epochs (--epochs "
+            f"{args.epochs}), or a pre-trained model that did not learn (see eval_acc in its metrics.csv)")
 
-    tasks = []  # every seed's sample first, so a data problem stops the run before any training
+
+def load_tasks(args) -> list:
+    """Every seed's sample first, so a data problem stops the run before any training."""
+    load_task, _ = task_reader()
+    tasks = []
     for seed in args.seeds:
         try:
             tasks.append(load_task(args.task, args.data_dir, setting=args.setting,
@@ -296,12 +305,50 @@ def run(args) -> int:
         if not tasks[-1].train or not tasks[-1].test:
             raise UsageError(f"{args.task} (seed {seed}): {len(tasks[-1].train)} training and "
                              f"{len(tasks[-1].test)} test examples; need at least one of each")
-    out.mkdir(parents=True, exist_ok=True)
-    pretrained = any(m["ckpt"] is not None for m in members)
-    results = {
+    return tasks
+
+
+def projected_seconds(args, members, tasks, device, precision) -> tuple[float, float]:
+    """(total seconds, seconds per training step of the first member): a few timed steps of each distinct
+    architecture (tinybert.finetune.estimate_step_seconds) x steps per epoch x epochs x seeds x members, plus the
+    per-epoch evaluation of validation and test rows (forward passes: a third of a training step per row)."""
+    first = tasks[0]
+    timed, total = {}, 0.0
+    for member in members:
+        key = repr(member["config"].to_dict())
+        if key not in timed:
+            ids = member["tokenizer"].encode_batch([ex.text for ex in first.train[:256]], add_special_tokens=True,
+                                                   max_length=args.max_length)
+            length = int(np.percentile([len(x) for x in ids], 95))  # a batch is as wide as its longest row
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                model, _ = build_classifier(None, member["config"], len(first.label_names))
+            timed[key] = estimate_step_seconds(model, min(args.batch_size, len(first.train)), length, device,
+                                               precision)
+            del model
+        step_s = timed[key]
+        for task in tasks:
+            steps = math.ceil(len(task.train) / args.batch_size) * args.epochs
+            eval_rows = (len(task.val) + len(task.test)) * args.epochs
+            total += steps * step_s + eval_rows * step_s / args.batch_size / 3
+    return total, timed[repr(members[0]["config"].to_dict())]
+
+
+def print_plan(args, members, tasks, device, precision) -> None:
+    """The projected total time, and a note when a CPU run would take hours."""
+    seconds, step_s = projected_seconds(args, members, tasks, device, precision)
+    steps = math.ceil(len(tasks[0].train) / args.batch_size)
+    print(f"projected total time {plan.format_duration(seconds)} ({len(tasks)} seed(s) x {len(members)} member(s) "
+          f"x {args.epochs} epochs x {steps} steps at ~{step_s:.3g} s/step, plus evaluation)")
+    note = plan.cpu_note(seconds, device)
+    if note:
+        print(note)
+
+
+def new_results(args, members, device, precision, cfg_base) -> dict:
+    return {
         "task": args.task, "setting": None,
         "checkpoints": [m["checkpoint"] for m in members if m["checkpoint"]],
-        "pretrained": pretrained, "seeds": list(args.seeds),
+        "pretrained": any(m["ckpt"] is not None for m in members), "seeds": list(args.seeds),
         "config": {"finetune": cfg_base, "models": [m["config"].to_dict() for m in members],
                    "vocab": members[0].get("vocab"), "device": str(device), "precision": precision.name,
                    "orders": args.orders, "member_seed": f"seed + {MEMBER_SEED_STRIDE} * member",
@@ -312,64 +359,39 @@ def run(args) -> int:
         "git_commit": git_commit(), "started": time.strftime("%F %T"), "torch": torch.__version__,
         "runs": [], "notes": [], "sources": [], "complete": False,
     }
+
+
+def run(args) -> int:
+    members, out, device, precision, cfg_base = setup(args)
+    print(plan.output_line(out))
+    print(f"device {device}, precision {precision.name} ({precision.reason})")
+    print(f"{len(members)} member(s): " + ", ".join(
+        f"{m['checkpoint'] or m['name']} ({'random init' if m['ckpt'] is None else 'pre-trained'}, "
+        f"{m['config'].layers} layers x {m['config'].heads} heads x {m['config'].head_size})" for m in members))
+    tasks = load_tasks(args)
+    for note in dict.fromkeys(note for task in tasks for note in task.notes):  # each distinct note once, in order
+        print(note if note.startswith("warning:") else f"note: {note}")
+    print_plan(args, members, tasks, device, precision)
+    out.mkdir(parents=True, exist_ok=True)
+    results = new_results(args, members, device, precision, cfg_base)
+    partial = out / "results.partial.json"
     start = time.perf_counter()
-    for seed, task in zip(args.seeds, tasks):
-        results["label_names"] = list(task.label_names)
-        results["setting"] = task.setting
-        for note in task.notes:
-            if note not in results["notes"]:
-                results["notes"].append(note)
-        for src in task.sources:
-            if src not in results["sources"]:
-                results["sources"].append(src)
-        num_labels = len(task.label_names)
-        run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
-                                          "num_labels": num_labels},
-                   "notes": list(task.notes), "members": []}
-        encoded = {}
-        probs, logits, final_probs, labels = [], [], [], None
-        for m, member in enumerate(members):
-            tok = member["tokenizer"]
-            if id(tok) not in encoded:
-                encoded[id(tok)] = [encode_examples(tok, split, args.max_length) if split else None
-                                    for split in (task.train, task.val, task.test)]
-            train, val, test = encoded[id(tok)]
-            init_seed = seed + MEMBER_SEED_STRIDE * m
-            seed_everything(init_seed)
-            model, report = build_classifier(member["ckpt"], member["config"], num_labels)
-            model = model.to(device)
-            desc = f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
-            print(f"{desc}: {member['checkpoint'] or member['name']} "
-                  f"({'random init' if report is None else 'pre-trained encoder'}), "
-                  f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
-                  f"train/val/test, {num_labels} labels")
-            cfg = FinetuneConfig(**cfg_base, seed=seed)
-            res = finetune(model, train, val, test, cfg, device, precision,
-                           show_progress=not args.no_progress, desc=desc)
-            probs.append(res["test_probs"])
-            logits.append(res["test_logits"])
-            final_probs.append(res["final_test_probs"])
-            labels = res["test_labels"]
-            run_rec["members"].append({
-                "name": member["name"], "checkpoint": member["checkpoint"], "init_seed": init_seed,
-                "load_report": None if report is None else {"missing_keys": report.missing_keys,
-                                                            "unused_keys": report.unused_keys},
-                **{k: res[k] for k in ("selection", "selected_epoch", "best_val_acc", "selected_test_acc",
-                                       "final_val_acc", "final_test_acc", "steps", "train_seconds",
-                                       "confusion", "curve")}})
-            print(f"{desc}: test acc {res['selected_test_acc']:.4f} at epoch {res['selected_epoch']} "
-                  f"(selected by {res['selection']}), last epoch {res['final_test_acc']:.4f}")
-            del model
-        if len(members) > 1:
-            run_rec["committee"] = {
-                "probs": committee_accuracy_curve(probs, labels, args.orders, seed=seed, aggregate="probs"),
-                "logits": committee_accuracy_curve(logits, labels, args.orders, seed=seed, aggregate="logits")}
-            print(f"seed {seed}: committee accuracy K=1..{len(members)}: "
-                  + " ".join(f"{a:.4f}" for a in run_rec["committee"]["probs"]["given"]))
-        np.savez_compressed(out / f"probs_seed{seed}.npz", probs=np.stack(probs), logits=np.stack(logits),
-                            final_probs=np.stack(final_probs), labels=labels)
-        results["runs"].append(run_rec)
-        write_json_atomic(out / "results.partial.json", results)
+    try:
+        for seed, task in zip(args.seeds, tasks):
+            for key in ("notes", "sources"):
+                results[key] += [x for x in getattr(task, key) if x not in results[key]]
+            results["label_names"], results["setting"] = list(task.label_names), task.setting
+            results["runs"].append(run_seed(args, seed, task, members, device, precision, cfg_base, out))
+            write_json_atomic(partial, results)
+            print(f"seed {seed} done: the results of {len(results['runs'])} of {len(args.seeds)} seed(s) are in "
+                  f"{partial}")
+    except KeyboardInterrupt:
+        if results["runs"] and partial.is_file():  # (a file from an earlier interrupted run is not ours)
+            print(f"\ninterrupted; the results of the {len(results['runs'])} finished seed(s) are in {partial}",
+                  file=sys.stderr)
+        else:
+            print("\ninterrupted during the first seed; no results were written", file=sys.stderr)
+        return 130
 
     results["summary"] = summarize(results["runs"], members)
     results["complete"] = True
@@ -377,10 +399,66 @@ def run(args) -> int:
     results["files"] = {"probs": [f"probs_seed{s}.npz" for s in args.seeds],
                         "probs_layout": "probs/logits/final_probs: (members, test examples, labels) in member "
                                         "and test order; labels: (test examples,)"}
+    results_path = out / "results.json"
     write_json_atomic(results_path, results)
-    (out / "results.partial.json").unlink(missing_ok=True)
+    partial.unlink(missing_ok=True)
     print(summary_line(args.task, results, results_path))
     return 0
+
+
+def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: Path) -> dict:
+    """Fine-tune every member on this seed's sample; write probs_seed<S>.npz; return the seed's record."""
+    num_labels = len(task.label_names)
+    run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
+                                      "num_labels": num_labels},
+               "notes": list(task.notes), "members": []}
+    encoded = {}
+    probs, logits, final_probs, labels = [], [], [], None
+    for m, member in enumerate(members):
+        tok = member["tokenizer"]
+        if id(tok) not in encoded:
+            encoded[id(tok)] = [encode_examples(tok, split, args.max_length) if split else None
+                                for split in (task.train, task.val, task.test)]
+        train, val, test = encoded[id(tok)]
+        init_seed = seed + MEMBER_SEED_STRIDE * m
+        seed_everything(init_seed)
+        model, report = build_classifier(member["ckpt"], member["config"], num_labels)
+        model = model.to(device)
+        desc = f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
+        print(f"{desc}: {member['checkpoint'] or member['name']} "
+              f"({'random init' if report is None else 'pre-trained encoder'}), "
+              f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
+              f"train/val/test, {num_labels} labels")
+        cfg = FinetuneConfig(**cfg_base, seed=seed)
+        res = finetune(model, train, val, test, cfg, device, precision, show_progress=not args.no_progress,
+                       desc=desc)
+        probs.append(res["test_probs"])
+        logits.append(res["test_logits"])
+        final_probs.append(res["final_test_probs"])
+        labels = res["test_labels"]
+        run_rec["members"].append({
+            "name": member["name"], "checkpoint": member["checkpoint"], "init_seed": init_seed,
+            "load_report": None if report is None else {"missing_keys": report.missing_keys,
+                                                        "unused_keys": report.unused_keys},
+            **{k: res[k] for k in ("selection", "selected_epoch", "best_val_acc", "selected_test_acc",
+                                   "final_val_acc", "final_test_acc", "steps", "train_seconds",
+                                   "confusion", "curve")}})
+        print(f"{desc}: test acc {res['selected_test_acc']:.4f} at epoch {res['selected_epoch']} "
+              f"(selected by {res['selection']}), last epoch {res['final_test_acc']:.4f}")
+        warning = one_class_warning(res["confusion"], task.label_names, args)
+        if warning:
+            print(f"{desc}: {warning}")
+            run_rec["members"][-1]["warning"] = warning
+        del model
+    if len(members) > 1:
+        run_rec["committee"] = {
+            "probs": committee_accuracy_curve(probs, labels, args.orders, seed=seed, aggregate="probs"),
+            "logits": committee_accuracy_curve(logits, labels, args.orders, seed=seed, aggregate="logits")}
+        print(f"seed {seed}: committee accuracy K=1..{len(members)}: "
+              + " ".join(f"{a:.4f}" for a in run_rec["committee"]["probs"]["given"]))
+    np.savez_compressed(out / f"probs_seed{seed}.npz", probs=np.stack(probs), logits=np.stack(logits),
+                        final_probs=np.stack(final_probs), labels=labels)
+    return run_rec
 
 
 def main(argv=None) -> int:
@@ -403,8 +481,8 @@ def main(argv=None) -> int:
     except TrainingDiverged as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted; per-seed results so far are in results.partial.json", file=sys.stderr)
+    except KeyboardInterrupt:  # before the first seed started (run() reports what a later one leaves)
+        print("\ninterrupted before any fine-tuning; nothing was written", file=sys.stderr)
         return 130
 
 

@@ -16,8 +16,9 @@ With index columns a first line that looks like a header (its label occurs nowhe
 word, or a non-integer label on top of integer labels) is an error, not a silently wrong class.
 
 Labels: strings or integers, mapped to ids 0..K-1 in sorted order (numeric order when every label is an integer)
-over the union of the train and test files; `label_names` keeps the original spelling. Without a test file,
-load_task draws a seeded, disjoint test set of CSV_TEST_FRACTION per label from the train file.
+over the union of the train and test files; `label_names` keeps the original spelling. Refused, naming file and
+line: a label column that mixes integers and strings, and a test label that never occurs in the training file.
+Without a test file, load_task draws a seeded, disjoint test set of CSV_TEST_FRACTION per label from the train file.
 """
 
 from __future__ import annotations
@@ -171,10 +172,46 @@ def read_labelled_file(path, text_col=None, label_col=None) -> list[tuple[int, s
     return rows
 
 
+def check_label_kinds(files, label_col) -> None:
+    """A label column holds integers or strings, not both: mixed, '1' and 'pos' would silently become separate
+    classes (a typical cause: a header line or a stray row in the middle of a file)."""
+    first = {}  # kind -> (file, line, label) of its first occurrence
+    for path, rows in files:
+        for line, _, label in rows:
+            first.setdefault("integer" if _INTEGER.fullmatch(label) else "string", (path, line, label))
+    if len(first) == 2:
+        (s_path, s_line, s_label), (i_path, i_line, i_label) = first["string"], first["integer"]
+        raise TaskDataError(f"{s_path}: line {s_line}, field {label_col or 'label'!r} (label column): {s_label!r} is a "
+                            f"string label, but {i_path} line {i_line} has the integer label {i_label!r}; a label "
+                            f"column must hold only integers or only strings")
+
+
+def check_test_labels_trained(train_file, train_rows, test_file, test_rows) -> None:
+    """Every test label must occur in the training file: the model could never predict one that does not (the
+    accuracy would be silently capped). The usual cause is a label spelled differently in the two files."""
+    def cls(label: str) -> str:  # '1' and '01' are one class (load_csv_task maps them together)
+        return str(int(label)) if _INTEGER.fullmatch(label) else label
+
+    trained = {cls(lab) for _, _, lab in train_rows}
+    missing = {}
+    for line, _, lab in test_rows:
+        if cls(lab) not in trained:
+            missing.setdefault(lab, []).append(line)
+    if missing:
+        listing = ", ".join(f"{lab!r} (lines {', '.join(map(str, lines[:3]))}{', ...' if len(lines) > 3 else ''})"
+                            for lab, lines in sorted(missing.items()))
+        raise TaskDataError(f"{test_file}: label(s) {listing} never occur in the training file {train_file}; the "
+                            f"model could never predict them. Check the spelling of the labels in both files")
+
+
 def load_csv_task(train_file, test_file=None, text_col=None, label_col=None) -> RawTask:
     """Every row of the train (and test) file, labels mapped to ids in sorted order; see the module docstring."""
     train_rows = read_labelled_file(train_file, text_col, label_col)
     test_rows = read_labelled_file(test_file, text_col, label_col) if test_file is not None else None
+    files = [(train_file, train_rows)] + ([(test_file, test_rows)] if test_rows is not None else [])
+    check_label_kinds(files, label_col)
+    if test_rows is not None:
+        check_test_labels_trained(train_file, train_rows, test_file, test_rows)
     labels = {lab for _, _, lab in train_rows + (test_rows or [])}
     if all(_INTEGER.fullmatch(lab) for lab in labels):
         by_value = {}
@@ -187,11 +224,7 @@ def load_csv_task(train_file, test_file=None, text_col=None, label_col=None) -> 
         ids = {lab: i for i, lab in enumerate(names)}
 
     notes = []
-    if test_rows is not None:
-        only_test = sorted({lab for _, _, lab in test_rows} - {lab for _, _, lab in train_rows})
-        if only_test:
-            notes.append(f"labels only in the test file (no training rows): {', '.join(map(repr, only_test))}")
-    else:
+    if test_rows is None:
         notes.append(f"no test file: train and test are drawn disjointly per label from {Path(train_file).name} "
                      f"(seeded)")
     return RawTask(

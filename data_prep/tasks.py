@@ -18,6 +18,10 @@ Sampling uses one `random.Random` per (seed, split, label), seeded from a string
 runs and Python versions, a different seed gives a different sample, and one label's count never shifts another
 label's sample.
 
+Refused (TaskDataError), because the accuracy would mean nothing: fewer than two classes; a class with test rows but
+no training rows (the model could never predict it). Warned in the notes (eval.py prints every note): fewer than
+MIN_TEST_PER_LABEL test rows in a class (too coarse to compare runs), no validation rows (the last epoch is reported).
+
 Skip policy (every skip is counted in `TaskData.notes`; everything else that is not valid input is a
 `TaskDataError` naming file, line and field):
   * blank lines in CSV/TSV/JSONL files;
@@ -42,6 +46,7 @@ FEWREL_SETTINGS = ("train64", "val16")
 DEFAULT_VAL_FRACTION = 0.1  # of each label's training sample, when val_per_label is not given
 CSV_TEST_FRACTION = 0.2  # of each label's rows, for a CSV task without a test file and without test_per_label
 MAX_LISTED_LABELS = 5  # above this many short labels, the shortfall notes are merged into one line
+MIN_TEST_PER_LABEL = 10  # fewer test rows per class than this: accuracy moves in steps too coarse to compare runs
 
 
 class TaskDataError(ValueError):
@@ -209,6 +214,40 @@ def sample_per_label(raw: RawTask, train_n: int | None, test_n: int | None, val_
     return train, val, test, notes
 
 
+def check_measurable(raw: RawTask, train: list[Example], test: list[Example]) -> None:
+    """Refuse a task whose accuracy would mean nothing: fewer than two classes, or a class with test rows but no
+    training rows (the model could never predict it, so the accuracy would be silently capped; the usual cause is
+    a label spelled differently in two files, or a test share that took every row of a small class)."""
+    names = raw.label_names
+    if len(names) < 2:
+        raise TaskDataError(f"{', '.join(raw.sources)}: {len(names)} class ({', '.join(map(repr, names))}); "
+                            f"classification needs at least two")
+    untrained = sorted({ex.label for ex in test} - {ex.label for ex in train})
+    if untrained:
+        counts = Counter(ex.label for ex in test)
+        listing = ", ".join(f"{names[k]!r} ({counts[k]} test rows)" for k in untrained[:MAX_LISTED_LABELS])
+        raise TaskDataError(f"{', '.join(raw.sources)}: {len(untrained)} class(es) have test rows but no training "
+                            f"rows: {listing}; the model could never predict them. Check the label spelling, or "
+                            f"lower the test share (--test-per-label)")
+
+
+def measurement_notes(names: list[str], val: list[Example], test: list[Example]) -> list[str]:
+    """Warnings about what the test and validation sets can measure (eval.py prints every note)."""
+    notes = []
+    counts = Counter(ex.label for ex in test)
+    small = [(name, counts.get(k, 0)) for k, name in enumerate(names) if counts.get(k, 0) < MIN_TEST_PER_LABEL]
+    if small and test:
+        listing = ", ".join(f"{name!r} {n}" for name, n in small[:MAX_LISTED_LABELS])
+        more = ", ..." if len(small) > MAX_LISTED_LABELS else ""
+        notes.append(f"warning: the test set is too small to measure well: {len(small)} of {len(names)} classes "
+                     f"have fewer than {MIN_TEST_PER_LABEL} test rows ({listing}{more}); with {len(test)} test rows "
+                     f"one prediction moves the accuracy by {100 / len(test):.1f} points")
+    if not val:
+        notes.append("no validation rows (too few training rows, or --val-per-label 0): the last epoch's model is "
+                     "reported, not the one with the best validation accuracy")
+    return notes
+
+
 def _positive(value, what: str, minimum: int = 1) -> int | None:
     if value is None:
         return None
@@ -264,7 +303,8 @@ def load_task(name, data_dir=None, *, setting=None, train_per_label=None, test_p
         raw.test, more = dedupe(raw.test, Path(raw.sources[1]).name)
         notes += more
     train, val, test, more = sample_per_label(raw, train_n, test_n, val_n, seed)
-    notes += more
+    check_measurable(raw, train + val, test)
+    notes += more + measurement_notes(raw.label_names, val, test)
     return TaskData(name=name, setting=label, label_names=list(raw.label_names), train=train, val=val, test=test,
                     notes=notes, sources=list(raw.sources))
 

@@ -103,10 +103,12 @@ def files(tmp_path):
 
 
 def cli(files, out, *extra):
+    """train.py's flags for the DDP runs. Precision is pinned to fp32: the DDP-vs-one-process comparison is at
+    fp32 rounding (RTOL); `auto` would be bf16 on CPUs with AMX, whose rounding is ~2^-8, not ~1e-7."""
     return ["--preset", "tiny", "--source", str(files / "wiki.jsonl"), "--vocab", str(files / "vocab.txt"),
             "--wiki-size", "64", "--eval-articles", "12", "--seq-len", "32", "--batch-size", "8", "--lr", "3e-3",
             "--dropout", "0", "--epochs", "2", "--log-every", "1", "--no-progress", "--out", str(out),
-            "--cache-dir", str(files / "cache"), *extra]
+            "--cache-dir", str(files / "cache"), "--device", "cpu", "--precision", "fp32", *extra]
 
 
 def _worker(rank, world, ports, tmp):
@@ -133,9 +135,21 @@ def _worker(rank, world, ports, tmp):
         hollow = []
         run_pretrain(tmp / "hollow", PretrainConfig(**{**CFG.__dict__, "epochs": 1}), world, rank, log=hollow,
                      train=HOLLOW)
+        # a time-based checkpoint is a collective: one rank's clock says "due" (here rank 0's, always), the
+        # other's never; the vote in the log all-reduce makes both save (a one-sided save would hang the group)
+        vote = PretrainConfig(**{**CFG.__dict__, "epochs": 1, "checkpoint_minutes": 1e-9 if rank == 0 else 0})
+        saved = []
+
+        def peek(row):  # at step 3's log point, the checkpoint written after step 2's
+            if rank == 0 and row["step"] == 3:
+                saved.append(load_checkpoint(tmp / "vote" / "checkpoint.pt")["progress"])
+
+        model = tiny_model()
+        pretrain(model, VOCAB, 4, 0, TRAIN, EVAL, vote, tmp / "vote", CPU, FP32, rank=rank, world_size=world,
+                 ddp_model=torch.nn.parallel.DistributedDataParallel(model), show_progress=False, on_log=peek)
         if rank == 0:
             (tmp / "result.json").write_text(json.dumps({"log": log, "final": final, "exact": exact,
-                                                         "hollow": hollow}))
+                                                         "hollow": hollow, "vote": saved}))
     finally:
         shutdown()
 
@@ -169,6 +183,7 @@ def test_two_processes_equal_one(files, capsys):
     for key in ("train_loss", "eval_loss", "eval_acc"):
         assert got["final"][key] == pytest.approx(final[key], rel=RTOL), key
     assert got["exact"], "2-rank resume with dropout was not bit-exact"
+    assert got["vote"] == [{"epoch": 0, "batch": 2, "step": 2}]  # time-based checkpoints, decided by a vote
     hollow = []
     run_pretrain(tmp / "hollow", PretrainConfig(**{**CFG.__dict__, "epochs": 1}), log=hollow, train=HOLLOW)
     np.testing.assert_allclose(got["hollow"], hollow, rtol=RTOL)

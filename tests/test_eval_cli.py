@@ -131,15 +131,18 @@ def test_scratch_two_seeds(stub, files, capsys):
     probs = np.load(out / "probs_seed1.npz")
     assert probs["probs"].shape == (1, 12, 2) and probs["labels"].shape == (12,)
     assert not (out / "results.partial.json").exists()
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    printed = capsys.readouterr().out
+    last = printed.strip().splitlines()[-1]
     assert last.startswith("csv: tiny (random init) test acc") and "2 seed(s)" in last
+    assert "note: stub reader, seed 0\nnote: stub reader, seed 1\n" in printed  # every data note on the console
 
     # an existing results.json is never overwritten silently
-    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1"))
+    rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                "--epochs", "1"))
     assert rc == 2 and "--overwrite" in capsys.readouterr().err
     assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
-    rc = evalcli.main(base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1",
-                                "--overwrite"))
+    rc = evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                "--epochs", "1", "--overwrite"))
     assert rc == 0 and json.loads((out / "results.json").read_text())["seeds"] == [0]
 
 
@@ -178,8 +181,98 @@ def test_committee_of_checkpoints(stub, files, capsys):
     assert res["pretrained"] is False and res["runs"][0]["members"][0]["load_report"] is None
 
 
+def test_bf16_run(stub, files, capsys):
+    """bf16 autocast through eval.py on every host (emulated on CPUs without native bf16; base_args pins fp32)."""
+    out = files["dir"] / "bf16"
+    ckpt = checkpoint(files["dir"] / "c.pt", 0)
+    assert evalcli.main(base_args(files, out, "--checkpoint", ckpt, "--epochs", "1", "--precision", "bf16")) == 0
+    assert "precision bf16 (requested with --precision)" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["precision"] == "bf16" and res["complete"]
+    assert 0 <= res["summary"]["selected_test_acc"]["mean"] <= 1
+
+
+def test_plan_output_folder_projected_time_and_cpu_note(stub, files, monkeypatch, capsys):
+    out = files["dir"] / "plan"
+    args = base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1")
+    assert evalcli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"output folder: {out} (made when training starts)\n")
+    assert "projected total time" in printed and "note: this run is projected" not in printed
+    monkeypatch.setattr(evalcli, "estimate_step_seconds", lambda *a, **k: 1000.0)  # as if a big model
+    assert evalcli.main(args + ["--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    # 30 training rows in batches of 8: 4 steps x 1000 s, plus 22 validation and test rows at a third of a step
+    # per batch of 8: 4917 s
+    assert "projected total time ~82 min (1 seed(s) x 1 member(s) x 1 epochs x 4 steps at ~1e+03 s/step" in printed
+    assert ("note: this run is projected to take ~82 min on this CPU; the paper's settings are sized for a GPU. "
+            "For a run that fits a laptop in ~15 min: python -m tinybert.quickstart") in printed
+
+
+def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch, capsys):
+    real, calls = evalcli.finetune, []
+
+    def finetune_until(stop_call):
+        def finetune(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == stop_call:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+        return finetune
+
+    args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1", "--seeds", "0", "1"]
+    monkeypatch.setattr(evalcli, "finetune", finetune_until(1))  # Ctrl-C during the first seed
+    assert evalcli.main(base_args(files, files["dir"] / "a", *args)) == 130
+    err = capsys.readouterr().err
+    assert "no results were written" in err and "results.partial.json" not in err
+    calls.clear()
+    monkeypatch.setattr(evalcli, "finetune", finetune_until(2))  # Ctrl-C during the second seed
+    partial = files["dir"] / "b" / "results.partial.json"
+    assert evalcli.main(base_args(files, files["dir"] / "b", *args)) == 130
+    captured = capsys.readouterr()
+    assert f"seed 0 done: the results of 1 of 2 seed(s) are in {partial}" in captured.out
+    assert f"the results of the 1 finished seed(s) are in {partial}" in captured.err and partial.is_file()
+    assert [r["seed"] for r in json.loads(partial.read_text())["runs"]] == [0]
+
+
+def test_one_class_predictions_are_flagged(stub, files, monkeypatch, capsys):
+    real = evalcli.finetune
+
+    def constant_guess(*args, **kwargs):  # as if the model had learned to always say 'pos' (label 1)
+        res = real(*args, **kwargs)
+        res["confusion"] = [[0, sum(row)] for row in res["confusion"]]
+        return res
+
+    monkeypatch.setattr(evalcli, "finetune", constant_guess)
+    out = files["dir"] / "flat"
+    assert evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
+                                  "--epochs", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "seed 0: warning: the model predicts 'pos' for every test example, a constant guess. Likely causes: a " \
+           "learning rate too high or too low (--lr 0.001), too few epochs (--epochs 1), or a pre-trained model " \
+           "that did not learn" in printed
+    member = json.loads((out / "results.json").read_text())["runs"][0]["members"][0]
+    assert member["warning"].startswith("warning: the model predicts 'pos'")
+    assert evalcli.one_class_warning([[5, 1], [3, 2]], ["a", "b"], None) is None  # two classes predicted
+    assert evalcli.one_class_warning([[0, 0], [0, 4]], ["a", "b"], None) is None  # only one class in the test set
+
+
+@pytest.mark.skipif(importlib.util.find_spec("data_prep.tasks") is None, reason="data_prep/tasks.py not written yet")
+def test_real_reader_tiny_csv_warns_on_the_console(files, capsys):
+    three = files["dir"] / "three.csv"
+    three.write_text("sentence,sentiment\ngood w1,pos\ngood w2,pos\nbad w3,neg\n")
+    ckpt = checkpoint(files["dir"] / "c.pt", 0)
+    args = [a for a in base_args(files, files["dir"] / "three", "--checkpoint", ckpt, "--epochs", "1")
+            if a not in ("--test", str(files["test"]))]
+    args[args.index(str(files["train"]))] = str(three)
+    assert evalcli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "warning: the test set is too small to measure well: 2 of 2 classes have fewer than 10 test rows" in printed
+    assert "note: no validation rows" in printed and "note: no test file" in printed
+
+
 @pytest.mark.parametrize("case", ["missing-ckpt", "corrupt-ckpt", "task-error", "bad-epochs", "model-flag",
-                                  "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device"])
+                                  "bad-task", "csv-no-train", "too-long", "bad-vocab", "bad-device", "no-choice"])
 def test_error_exits(stub, files, capsys, case):
     out = files["dir"] / "err"
     ckpt = checkpoint(files["dir"] / "c.pt", 0)
@@ -194,13 +287,16 @@ def test_error_exits(stub, files, capsys, case):
         "bad-task": ["--task", "imdb"],
         "csv-no-train": ["--task", "csv", "--checkpoint", ckpt],
         "too-long": base_args(files, out, "--checkpoint", ckpt, "--max-length", "64"),
-        "bad-vocab": base_args(files, out, "--preset", "tiny", "--vocab", str(files["train"])),
+        "bad-vocab": base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["train"])),
+        "no-choice": base_args(files, out, "--preset", "tiny", "--vocab", str(files["vocab"])),
         "bad-device": base_args(files, out, "--checkpoint", ckpt, "--precision", "fp16"),
     }[case]
     assert evalcli.main(args) == 2
     err = capsys.readouterr().err
     assert "error:" in err
     assert not (out / "results.json").exists()
+    if case == "no-choice":  # neither --checkpoint nor --no-pretrain: an error that names both
+        assert "--checkpoint" in err and "--no-pretrain" in err and not out.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("data_prep.tasks") is None, reason="data_prep/tasks.py not written yet")

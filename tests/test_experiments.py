@@ -27,6 +27,10 @@ def _data_dir():
     return resolve_data_dir()
 
 
+# Every run pins device and precision: `auto` would be bf16 on CPUs with AMX and fp32 here, and these tests mean fp32.
+PINNED = ["--device", "cpu", "--precision", "fp32"]
+
+
 def make_source(path: Path, n: int = 500) -> Path:
     """Articles of random real words (so the bert-base vocab gives real ids), one per line."""
     vocab = (_data_dir() / "bert_vocab" / "vocab.txt").read_text().split("\n")
@@ -43,7 +47,7 @@ def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("smoke")
     args = ["--preset", "smoke", "--out", str(root / "out"), "--source", str(make_source(root / "wiki.txt")),
             "--cache-dir", str(root / "cache")]
-    assert main(["run", "--study", "all", *args]) == 0
+    assert main(["run", "--study", "all", *args, *PINNED]) == 0
     return root / "out", args
 
 
@@ -121,7 +125,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
 
     monkeypatch.setattr(units, "finetune", no_work)
     capsys.readouterr()
-    assert main(["run", "--study", "all", *args]) == 0
+    assert main(["run", "--study", "all", *args, *PINNED]) == 0
     assert calls == []
     assert "(64 cached, 0 to run)" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")} == before
@@ -134,7 +138,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
         return real_finetune(model, train, val, test, cfg, *a, **k)
 
     monkeypatch.setattr(units, "finetune", flaky)
-    assert main(["run", "--study", "all", *args, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
+    assert main(["run", "--study", "all", *args, *PINNED, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
     assert "(64 cached, 32 to run)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
     assert all(after[name] == t for name, t in before.items())  # old units untouched
@@ -150,7 +154,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
 
     # The next run retries only the failed units.
     monkeypatch.setattr(units, "finetune", real_finetune)
-    assert main(["run", "--study", "pretrain_gap", *args, "--seeds", "0", "1", "2"]) == 0
+    assert main(["run", "--study", "pretrain_gap", *args, *PINNED, "--seeds", "0", "1", "2"]) == 0
     assert ", 4 to run, 4 of them failed before)" in capsys.readouterr().out
     df = pd.read_csv(out / "results.csv")
     assert (df[df["study"] == "pretrain_gap"]["status"] == "ok").all()
@@ -168,7 +172,7 @@ def test_a_failing_pretraining_fails_its_units_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(units, "pretrain", boom)
     out = tmp_path / "out"
-    rc = main(["run", "--study", "pretrain_gap", "--preset", "smoke", "--out", str(out), "--seeds", "0",
+    rc = main(["run", "--study", "pretrain_gap", "--preset", "smoke", "--out", str(out), "--seeds", "0", *PINNED,
                "--source", str(make_source(tmp_path / "wiki.txt", 400)), "--cache-dir", str(tmp_path / "cache")])
     assert rc == 1
     df = pd.read_csv(out / "results.csv")

@@ -112,3 +112,38 @@ def test_schedules():
     paper = PretrainConfig(epochs=4, schedule="paper-epoch")
     assert [lr_multiplier(s, paper, 10) for s in (0, 9, 10, 25, 39)] == [0, 0, 1, pytest.approx(2 / 3),
                                                                          pytest.approx(1 / 3)]
+
+
+def test_time_based_checkpoints_are_exact_resume_points(tmp_path):
+    """checkpoint_minutes: a checkpoint at the first log point after that long (here: every log point). Ctrl-C
+    mid-epoch then loses at most a log interval, and resuming from such a checkpoint is exact."""
+    cfg = PretrainConfig(epochs=2, batch_size=8, lr=1e-3, seed=3, log_every=1)
+    whole, _ = run(tmp_path / "whole", cfg)
+
+    def stop_at_step_3(row):
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    often = PretrainConfig(**{**cfg.__dict__, "checkpoint_minutes": 1e-9})
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(model(), VOCAB, 4, 0, corpus(), corpus(16, seed=1), often, tmp_path / "cut", CPU, FP32,
+                 show_progress=False, on_log=stop_at_step_3)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["progress"] == {"epoch": 0, "batch": 2, "step": 2}
+    resumed, _ = run(tmp_path / "cut", often, resume=True, m=model(seed=123))
+    for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    # checkpoint_minutes 0: only epoch ends write checkpoints
+    off = PretrainConfig(**{**cfg.__dict__, "checkpoint_minutes": 0})
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(model(), VOCAB, 4, 0, corpus(), corpus(16, seed=1), off, tmp_path / "off", CPU, FP32,
+                 show_progress=False, on_log=stop_at_step_3)
+    assert not (tmp_path / "off" / "checkpoint.pt").exists()
+
+
+def test_metrics_csv_has_unix_line_endings(tmp_path):
+    run(tmp_path, PretrainConfig(epochs=2, batch_size=8, seed=0))
+    data = (tmp_path / "metrics.csv").read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 3
+    run(tmp_path, PretrainConfig(epochs=3, batch_size=8, seed=0), resume=True)  # rewritten on resume
+    data = (tmp_path / "metrics.csv").read_bytes()
+    assert b"\r" not in data and data.count(b"\n") == 4

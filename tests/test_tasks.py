@@ -235,20 +235,28 @@ def fewrel_instance(tokens, h, t):
 
 def test_fewrel_tiny_settings_names_and_markers(tmp_path):
     data = {"P1": [fewrel_instance(["a", "b", "c"], [0], [2])] * 2 + [fewrel_instance(["d", "e", "f"], [1], [0])],
-            "P2": [fewrel_instance(["x", "y", "z", "w"], [1, 2], [3])]}
+            "P2": [fewrel_instance(["x", "y", "z", "w"], [1, 2], [3]), fewrel_instance(["p", "q"], [0], [1])]}
     write(tmp_path / "fewrel" / "val_wiki.json", json.dumps(data))
     raw = fewrel.load_fewrel(tmp_path, "val16")
     assert raw.label_names == ["P1", "P2"] and any("no name in pid2name.json" in n for n in raw.notes)
-    assert raw.train[0] == Example("@ a @ b # c #", 0) and raw.train[-1] == Example("x @ y z @ # w #", 1)
+    assert raw.train[0] == Example("@ a @ b # c #", 0) and raw.train[-2] == Example("x @ y z @ # w #", 1)
     write(tmp_path / "fewrel" / "pid2name.json", json.dumps({"P1": ["one", "d"], "P2": ["two", "d"]}))
-    write(tmp_path / "fewrel" / "train_wiki_partial_lowercased_from_CFRL.json", json.dumps({"P2": data["P2"]}))
-    task = load_task("fewrel", tmp_path, train_per_label=1, test_per_label=1, val_per_label=0)
-    assert task.setting == "fewrel-train64-1/1" and task.label_names == ["two"]
-    assert any("1 relations, not the 64" in n for n in task.notes)
+    partial = tmp_path / "fewrel" / "train_wiki_partial_lowercased_from_CFRL.json"
+    write(partial, json.dumps({"P2": data["P2"]}))
+    small = dict(train_per_label=1, test_per_label=1, val_per_label=0)
+    with pytest.raises(TaskDataError, match=r"1 class \('two'\); classification needs at least two"):
+        load_task("fewrel", tmp_path, **small)
+    write(partial, json.dumps({"P2": data["P2"], "P1": data["P1"]}))
+    task = load_task("fewrel", tmp_path, **small)
+    assert task.setting == "fewrel-train64-1/1" and task.label_names == ["two", "one"]  # in file order
+    assert any("2 relations, not the 64" in n for n in task.notes)
     write(tmp_path / "fewrel" / "train_wiki.json", json.dumps(data))  # the official file wins
-    assert load_task("fewrel", tmp_path).label_names == ["one", "two"]
-    task = load_task("fewrel", tmp_path, setting="val16")
-    assert task.setting == "fewrel-val16" and any("dropped 1 exact duplicate" in n for n in task.notes)
+    assert load_task("fewrel", tmp_path, **small).label_names == ["one", "two"]
+    task = load_task("fewrel", tmp_path, setting="val16", **small)
+    assert task.setting == "fewrel-val16-1/1" and any("dropped 1 exact duplicate" in n for n in task.notes)
+    # the paper's 70 test rows per relation would take every row of these tiny relations: nothing left to train on
+    with pytest.raises(TaskDataError, match=r"2 class\(es\) have test rows but no training rows: 'one' \(2 test"):
+        load_task("fewrel", tmp_path, setting="val16")
 
 
 @pytest.mark.parametrize("instance, match", [
@@ -361,13 +369,16 @@ def test_load_task_arguments(tmp_path):
 
 def test_csv_string_labels_union_sorted(tmp_path):
     train = write(tmp_path / "train.csv", 'text,label\n"good, really",pos\nbad movie,neg\nfine,pos\n')
-    test = write(tmp_path / "test.csv", "text,label\nmeh,neutral\nawful,neg\n")
+    test_only = write(tmp_path / "test_only.csv", "text,label\nmeh,neutral\nawful,neg\nso so,neutral\n")
+    with pytest.raises(TaskDataError, match=r"test_only\.csv: label\(s\) 'neutral' \(lines 2, 4\) never occur in "
+                                            r"the training file .*train\.csv"):
+        load_task("csv", train_file=train, test_file=test_only)
+    test = write(tmp_path / "test.csv", "text,label\nawful,neg\nok,pos\n")
     task = load_task("csv", train_file=train, test_file=test, train_per_label=None)
-    assert task.setting == "csv:train.csv" and task.label_names == ["neg", "neutral", "pos"]
+    assert task.setting == "csv:train.csv" and task.label_names == ["neg", "pos"]
     assert sorted((ex.text, ex.label) for ex in task.train + task.val) == [
-        ("bad movie", 0), ("fine", 2), ("good, really", 2)]
-    assert sorted((ex.text, ex.label) for ex in task.test) == [("awful", 0), ("meh", 1)]
-    assert any("labels only in the test file" in n and "'neutral'" in n for n in task.notes)
+        ("bad movie", 0), ("fine", 1), ("good, really", 1)]
+    assert sorted((ex.text, ex.label) for ex in task.test) == [("awful", 0), ("ok", 1)]
 
 
 def test_csv_tsv_by_extension_and_by_sniffing_with_index_columns(tmp_path):
@@ -412,3 +423,33 @@ def test_csv_bad_input_names_file_line_field(tmp_path, name, content, cols, matc
     path = write(tmp_path / name, content)
     with pytest.raises(TaskDataError, match=match):
         load_task("csv", train_file=path, **cols)
+
+
+def test_csv_classes_that_cannot_be_measured(tmp_path):
+    one = write(tmp_path / "one.csv", "text,label\na b,pos\nc d,pos\ne f,pos\n")
+    with pytest.raises(TaskDataError, match=r"one\.csv: 1 class \('pos'\); classification needs at least two"):
+        load_task("csv", train_file=one)
+    # integers and strings in one label column would become separate classes ('1', '2', 'pos', ...)
+    mixed = write(tmp_path / "mixed.csv", "text,label\na,1\nb,2\nc,pos\nd,1\n")
+    with pytest.raises(TaskDataError, match=r"mixed\.csv: line 4, field 'label' \(label column\): 'pos' is a string "
+                                            r"label, but .*mixed\.csv line 2 has the integer label '1'"):
+        load_task("csv", train_file=mixed)
+    train = write(tmp_path / "train.csv", "text,label\na,1\nb,2\n")
+    test = write(tmp_path / "test.csv", "text,label\nc,01\nd,neg\n")
+    with pytest.raises(TaskDataError, match=r"test\.csv: line 3, .*'neg' is a string label, but .*train\.csv line 2 "
+                                            r"has the integer label '1'"):
+        load_task("csv", train_file=train, test_file=test)
+
+
+def test_small_test_sets_and_a_three_row_csv_are_flagged(tmp_path):
+    rows = "".join(f"text {i},{['pos', 'neg'][i % 2]}\n" for i in range(40))
+    task = load_task("csv", train_file=write(tmp_path / "forty.csv", "text,label\n" + rows))  # 4 test rows a class
+    assert any(n.startswith("warning: the test set is too small to measure well: 2 of 2 classes have fewer than 10 "
+                            "test rows ('neg' 4, 'pos' 4); with 8 test rows one prediction moves the accuracy by "
+                            "12.5 points") for n in task.notes), task.notes
+    rows = "".join(f"text {i},{['pos', 'neg'][i % 2]}\n" for i in range(120))
+    big = load_task("csv", train_file=write(tmp_path / "big.csv", "text,label\n" + rows))  # 12 test rows a class
+    assert not any("too small" in n for n in big.notes)
+    tiny = load_task("csv", train_file=write(tmp_path / "three.csv", "text,label\na,pos\nb,pos\nc,neg\n"))
+    assert (len(tiny.train), len(tiny.val), len(tiny.test)) == (2, 0, 1)
+    assert any("'neg' 0, 'pos' 1" in n for n in tiny.notes) and any("no validation rows" in n for n in tiny.notes)

@@ -3,8 +3,9 @@
 One step: a batch of token rows -> dynamic 80/10/10 masking (masking.py) -> BertForMaskedLM forward under
 autocast, with the MLM head on the masked positions only (model.py) -> backward -> AdamW step -> scheduler
 step. Every epoch ends with masked-token loss/accuracy on a held-out slice, a row in metrics.csv and an atomic
-checkpoint; `--resume` restarts from the last checkpoint and reaches the same weights as an uninterrupted run
-(the batch order and the masks are pure functions of (seed, epoch, batch), and the dropout RNG state is saved).
+checkpoint (written also every `checkpoint_minutes`, decided at log points); `--resume` restarts from the last
+checkpoint and reaches the same weights as an uninterrupted run (the batch order and the masks are pure functions
+of (seed, epoch, batch), and the dropout RNG state is saved).
 
 The loop keeps the GPU busy: the loss is accumulated on the device and read (one host sync) only every
 `log_every` steps, for the progress display and the NaN check. On CUDA a background thread builds, masks and
@@ -76,6 +77,7 @@ class PretrainConfig:
     seed: int = 0
     log_every: int = 50
     checkpoint_every: int = 0      # also checkpoint every N steps (0 = only at epoch ends)
+    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0 = off)
     max_steps: int = 0             # stop after N steps in total (0 = run all epochs); for smoke tests and benchmarks
 
 
@@ -175,7 +177,7 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 def append_metrics(path: Path, row: dict) -> None:
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS, lineterminator="\n")  # (csv's default is \r\n)
         if new:
             writer.writeheader()
         writer.writerow(row)
@@ -188,7 +190,7 @@ def drop_metrics_from(path: Path, epoch: int) -> None:
     with path.open(newline="") as f:
         rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < epoch]
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=METRICS_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -247,11 +249,18 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
     if resume:
         ckpt = load_checkpoint(ckpt_path, kind="mlm")
         check_same_config(ckpt_path, ckpt["train_config"], asdict(cfg), "training",
-                          ignore=("epochs", "log_every", "checkpoint_every", "max_steps"))
+                          ignore=("epochs", "log_every", "checkpoint_every", "checkpoint_minutes", "max_steps"))
         check_same_config(ckpt_path, ckpt["model_config"], model.config.to_dict(), "model")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["train_config"].get("epochs") != cfg.epochs:
+            # A longer run (train.py refuses a shorter one): the schedule is re-planned over the new total, as if
+            # the run had been started with cfg.epochs. The optimiser still holds the old plan's lr for the next
+            # step; give it the new plan's (the steps already taken keep the lr they had).
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * lr_multiplier(ckpt["progress"]["step"], cfg, steps_per_epoch)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         if scaler is not None and ckpt.get("scaler"):
             scaler.load_state_dict(ckpt["scaler"])
         epoch, start_batch, step = (ckpt["progress"][k] for k in ("epoch", "batch", "step"))
@@ -275,7 +284,11 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
         # give rank r's row i the same dropout pattern as rank 0's row i)
         torch.manual_seed(dropout_seed(cfg.seed, rank, 0))
 
+    last_save = time.perf_counter()
+
     def save(next_epoch: int, next_batch: int) -> None:
+        nonlocal last_save
+        last_save = time.perf_counter()
         rng_ranks = all_gather_objects(rank_rng_state(device), world_size)  # a collective: every rank calls
         if not is_main:
             return
@@ -375,13 +388,21 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                 step += 1
                 bar.update(1)
 
+                time_due = False
                 if step % cfg.log_every == 0 or step == total_steps:
-                    all_reduce_sum(loss_acc, world_size)        # this rank's share -> the global-batch loss
-                    avg = loss_acc.item() / n_acc           # the one host sync per log interval
+                    # Is a time-based checkpoint due? save() is a collective, so every rank must decide alike:
+                    # any rank's clock says so -> all save. The vote rides in the log interval's all-reduce.
+                    due = cfg.checkpoint_minutes > 0 and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
+                    packed = torch.stack([loss_acc, torch.tensor(float(due), device=device)])
+                    all_reduce_sum(packed, world_size)      # this rank's share -> the global-batch loss
+                    loss_sum, due_votes = packed.tolist()   # the one host sync per log interval
+                    avg = loss_sum / n_acc
+                    time_due = due_votes > 0
                     if not math.isfinite(avg):
-                        raise TrainingDiverged(
-                            f"loss became {avg} at epoch {epoch}, step {step}; stopping. The last good "
-                            f"checkpoint ({ckpt_path}) is kept. Try a lower --lr or --precision fp32.")
+                        kept = (f"The last good checkpoint ({ckpt_path}) is kept." if ckpt_path.is_file()
+                                else "No checkpoint had been written yet.")
+                        raise TrainingDiverged(f"loss became {avg} at epoch {epoch}, step {step}; stopping. {kept} "
+                                               f"Try a lower --lr or --precision fp32.")
                     now = time.perf_counter()
                     rate = tokens_acc / max(now - tick, 1e-9)
                     bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", tok_s=f"{rate:,.0f}",
@@ -394,6 +415,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                     loss_acc.zero_()
                     n_acc, tokens_acc, tick = 0, 0, now
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                    save(epoch, b + 1)
+                elif time_due and b + 1 < steps_per_epoch and step < total_steps:  # (an epoch end saves anyway)
                     save(epoch, b + 1)
                 if step >= total_steps:
                     break
@@ -412,10 +435,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
                            f"eval masked-token acc {eval_acc:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
             last = row
             epoch, start_batch = next_epoch, next_batch
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the caller says what to do next (train.py names the last checkpoint, if any)
         bar.close()
-        if is_main:
-            print(f"\ninterrupted; the last checkpoint is {ckpt_path}; continue with --resume")
         raise
     bar.close()
     return last

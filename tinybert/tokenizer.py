@@ -203,6 +203,13 @@ class _Cache(dict):
         return ids
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it: there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class WordPieceTokenizer:
     """BERT's uncased WordPiece tokenizer over a fixed vocabulary (a list of tokens; id = position)."""
 
@@ -283,6 +290,7 @@ class WordPieceTokenizer:
             path = path / "vocab.txt"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file 0600; give it the mode open() would
             with os.fdopen(fd, "wb") as f:
                 f.write(self._file_bytes())
                 f.flush()
