@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from tinybert import plan
+from tinybert.baseline import bag_of_words_baseline
 from tinybert.checkpoint import CheckpointError, load_checkpoint
 from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_float, finite_positive_float,
                                  nonnegative_int, positive_int, seed_int, sequence_length)
@@ -108,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="linear: decay per step; paper-epoch: the authors' per-epoch decay")
     t.add_argument("--max-length", type=sequence_length, default=128, help="tokens per text incl. [CLS]/[SEP] (128)")
     t.add_argument("--orders", type=positive_int, default=100, help="random member orders for the committee curve")
+    t.add_argument("--baseline", action="store_true",
+                   help="also fit the bag-of-words baseline (TF-IDF + logistic regression, C chosen on validation; "
+                        "tinybert/baseline.py) on each seed's exact train/val/test rows")
 
     r = p.add_argument_group("run")
     r.add_argument("--out", help="output folder (default runs/eval/<task>-<model>)")
@@ -229,6 +233,9 @@ def summarize(runs: list[dict], members: list[dict]) -> dict:
         summary["selected_test_acc"] = summary["members"][0]["selected_test_acc"]
         summary["final_test_acc"] = summary["members"][0]["final_test_acc"]
         summary["headline"] = "single model"
+    if all("baseline" in r for r in runs):
+        summary["baseline"] = {"test_acc": mean_std(r["baseline"]["test_acc"] for r in runs),
+                               "method": "bag-of-words: TF-IDF word uni+bigrams + logistic regression"}
     return summary
 
 
@@ -403,7 +410,19 @@ def run(args) -> int:
     write_json_atomic(results_path, results)
     partial.unlink(missing_ok=True)
     print(summary_line(args.task, results, results_path))
+    if "baseline" in results["summary"]:
+        b = results["summary"]["baseline"]["test_acc"]
+        print(f"{args.task}: bag-of-words baseline on the same rows: test acc {b['mean']:.4f} ± {b['std']:.4f}")
     return 0
+
+
+def run_baseline(seed: int, task) -> dict:
+    """The bag-of-words yardstick on this seed's rows (the same the members see)."""
+    res = bag_of_words_baseline(task.train, task.val, task.test, len(task.label_names))
+    print(f"seed {seed}: bag-of-words baseline test acc {res.test_acc:.4f} (C {res.c:g} chosen on validation, "
+          f"{res.features:,} features)")
+    return {"test_acc": res.test_acc, "val_acc": res.val_acc, "c": res.c, "grid": res.grid,
+            "features": res.features}
 
 
 def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: Path) -> dict:
@@ -412,6 +431,8 @@ def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: P
     run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
                                       "num_labels": num_labels},
                "notes": list(task.notes), "members": []}
+    if args.baseline:
+        run_rec["baseline"] = run_baseline(seed, task)
     encoded = {}
     probs, logits, final_probs, labels = [], [], [], None
     for m, member in enumerate(members):
