@@ -2,6 +2,7 @@
 
     python eval.py --task agnews --checkpoint runs/bert6/checkpoint.pt           # pre-trained BERT-6
     python eval.py --task agnews --checkpoint runs/bert6/checkpoint.pt --no-pretrain   # same model, random init
+    python eval.py --task agnews --checkpoint runs/bert6/checkpoint.pt --baseline  # + bag-of-words on the same rows
     python eval.py --task dbpedia --no-pretrain --preset bert1-h8                # random init, vocab from --vocab
     python eval.py --task fewrel --checkpoint a.pt b.pt c.pt --seeds 0 1 2       # committee of 3, 3 repeats
     python eval.py --task csv --train tr.csv --test te.csv --text-col text --label-col label --checkpoint a.pt
