@@ -3,10 +3,11 @@
 Where it sits in the flow: raw files -> data_prep/wikipedia.py (readers) -> **data_prep/corpus.py** -> token
 arrays (`.npy` + `.json` sidecar, cached) -> tinybert/data.py batches -> model.
 
-Selection (as the paper's `wiki.shuffle(seed).select(range(N))`, PAPER.md §2.5): read every non-empty article
-of the sources in order, draw a permutation with `numpy.random.default_rng(seed)`, take its first N indices and
-keep them in corpus order. So a seed picks the same articles for the same source list, and for one seed the
-N=20k set is a subset of the N=40k set, which is a subset of the N=90k set (as with the paper's shuffle+select).
+Selection (as the paper's `wiki.shuffle(seed).select(range(N))`, docs/paper-recipe.md#pre-training): read every
+non-empty article of the sources in order, draw a permutation with `numpy.random.default_rng(seed)`, take its first
+N indices and keep them in corpus order. So a seed picks the same articles for the same source list, and for one
+seed the N=20k set is a subset of the N=40k set, which is a subset of the N=90k set (as with the paper's
+shuffle+select).
 
 Layouts (rows of `seq_len` token ids; dtype uint16 when the vocab fits, else int32):
   * `paper`: one row per article, its first seq_len tokens `[CLS] t1 ... [SEP]`, right-padded with `[PAD]`. The

@@ -7,14 +7,14 @@ Format: `{relation_pid: [{"tokens": [...], "h": [name, qid, [[token idx, ...], .
 Labels are the relations in file order, named by `pid2name.json` (`{pid: [name, description]}`; the pid itself when
 that file or the entry is missing, with a note).
 
-Text: the paper's code never says how an instance becomes text (PAPER.md §2.6). We use the entity-marker
-("punct") scheme of Zhou & Chen 2021, "An improved baseline for sentence-level relation extraction": `@` before and
-after the head span, `#` before and after the tail span, inserted into the token list, which is then joined with
-single spaces. For example `@ cape girardeau bridge @ ... # mississippi river #`. Both are single characters that
-every BERT vocab has, so no new tokens or embeddings are needed. Zhou & Chen's *typed* variant also adds the entity
-type (`@ * person * Bill @`); FewRel has no types, so the untyped form is used. An entity listed with several
-mentions is marked at its first one (as FewRel's own BERT encoder does, `h[2][0]`). Whitespace-only tokens, which
-val_wiki.json has, are dropped when joining.
+Text: the paper's code never says how an instance becomes text (docs/paper-recipe.md#fine-tuning-data). We use the
+entity-marker ("punct") scheme of Zhou & Chen 2021, "An improved baseline for sentence-level relation extraction":
+`@` before and after the head span, `#` before and after the tail span, inserted into the token list, which is then
+joined with single spaces. For example `@ cape girardeau bridge @ ... # mississippi river #`. Both are single
+characters that every BERT vocab has, so no new tokens or embeddings are needed. Zhou & Chen's *typed* variant also
+adds the entity type (`@ * person * Bill @`); FewRel has no types, so the untyped form is used. An entity listed
+with several mentions is marked at its first one (as FewRel's own BERT encoder does, `h[2][0]`). Whitespace-only
+tokens, which val_wiki.json has, are dropped when joining.
 
 Settings (`load_fewrel(data_dir, setting)`), in `<data>/fewrel/`:
   * `train64` (the paper's 64 training relations): the official `train_wiki.json` (700 per relation) when present,

@@ -5,8 +5,9 @@ Where it sits in the flow: raw files -> data_prep readers (agnews.py, dbpedia.py
 fine-tuning/eval.py calls `load_task`; nothing here tokenizes.
 
 Each reader returns a `RawTask`: every usable row of its files, as `Example(text, label)`, plus the label names,
-the files read and notes. This module then samples as the paper does (PAPER.md §2.6: `random.sample` within each
-label, separately for train and test), with three changes that keep the test set honest:
+the files read and notes. This module then samples as the paper does (`random.sample` within each label,
+separately for train and test: docs/paper-recipe.md#fine-tuning-data), with three changes that keep the test set
+honest:
   * train and test are always disjoint, also by text. With an official test file they come from different files;
     with a single pool (the shared DBpedia and FewRel files, a CSV without a test file) one seeded shuffle per label
     is cut into test rows first, then training candidates. Either way, a training candidate whose text is in the

@@ -231,7 +231,8 @@ def _meta(cls, config, *args):
     ("bert1-h12-c2k16x3d64", 23_542_272, 7_087_872, 200_131, 30_830_275, 31_452_925, 31_470_083, 20.567),
 ])
 def test_parameter_counts_and_macs_match_paper(preset, embeddings, per_layer, conv, encoder, mlm, fewrel, gmacs):
-    c = make_model_config(preset)  # PAPER.md §2.4: vocab 30522, 128 positions, 2 token types
+    # vocab 30522, 128 positions, 2 token types, as in docs/paper-recipe.md#parameter-counts-and-compute
+    c = make_model_config(preset)
     enc = _meta(BertEncoder, c)
     assert count_parameters(enc.embeddings) == embeddings
     assert count_parameters(enc.blocks[0]) == per_layer
@@ -247,7 +248,7 @@ def test_flops_per_token():
     H, Vv = c.hidden, c.vocab_size
     enc = 12 * H * H + 2 * 128 * H + conv_macs_per_token(c)
     assert flops_per_token(c) == pytest.approx(6 * (enc + 0.15 * (H * H + H * Vv)))
-    # without conv, the decoder dominates BERT-1: sparse prediction saves ~3.4x (ANCHORS.md §0.1)
+    # without conv, the 30522-way decoder dominates BERT-1: predicting only the 15% masked positions saves ~3.4x
     c = make_model_config("bert1-h8")
     assert flops_per_token(c, mlm_fraction=1.0) / flops_per_token(c) == pytest.approx(3.39, abs=0.01)
 

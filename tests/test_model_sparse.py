@@ -1,4 +1,4 @@
-"""The restricted last block of BertForMaskedLM.forward (ANCHORS.md §0.2): only the masked query rows are computed
+"""The restricted last block of BertForMaskedLM.forward (tinybert/model.py): only the masked query rows are computed
 in the last transformer block. It must give the loss, logits and gradients of the dense reference
 (`forward_dense`: full encoder, head on every position) in fp32 with dropout off."""
 

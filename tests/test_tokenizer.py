@@ -1,9 +1,9 @@
 """Tests for tinybert/tokenizer.py.
 
 The oracle is a slow reference written straight from the rules (google-research/bert tokenization.py, uncased;
-ANCHORS.md §3.1-3.2): one Python loop per character, no regexes. The fast paths must agree with it on every code
-point and on random strings. Expected ids for the real vocab were checked by hand against vocab.txt
-(id = line number - 1).
+listed in tinybert/tokenizer.py's docstring): one Python loop per character, no regexes. The fast paths must agree
+with it on every code point and on random strings. Expected ids for the real vocab were checked by hand against
+vocab.txt (id = line number - 1).
 """
 
 import hashlib

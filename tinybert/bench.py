@@ -17,10 +17,10 @@ Step times are per step (with a device synchronise around each on CUDA); tokens/
 step, and the best step is reported too. On a shared machine compare the best-of numbers and note the load;
 with --threads 1 the JSON's process_cpu_s_min (process CPU time of the best step) barely depends on the load.
 
-The model FLOPs are the standard count (flops_per_token: 6 x forward MACs, MLM head on the masked fraction
-only), whatever the implementation skips, so MFU compares implementations on the same work: skipping work (the
-restricted last block, ANCHORS.md §0.2) shows up as a higher MFU, and can even push it past 100%. The FLOPs
-actually executed are reported too ("exec" utilisation), which is the honest measure of kernel efficiency.
+The model FLOPs are the standard count (flops_per_token: 6 x forward MACs, MLM head on the masked fraction only),
+whatever the implementation skips, so MFU compares implementations on the same work: skipping work (the restricted
+last block of BertForMaskedLM.forward) shows up as a higher MFU, and can even push it past 100%. The FLOPs actually
+executed are reported too ("exec" utilisation), which is the honest measure of kernel efficiency.
 
 Hidden knobs for experiments: --last-block full (the whole last block, then select the masked rows: the
 pre-§0.2 path), --optimizer foreach|fused|loop, --no-mmap (glibc malloc: no mmap for big blocks, no trimming;
@@ -109,7 +109,7 @@ disable_malloc_mmap = tune_cpu_allocator  # kept under its old name for the benc
 def executed_flops_per_token(config, mlm_fraction: float, seq_len: int, last_block: str = "sparse") -> float:
     """Like flops_per_token, but counting only what BertForMaskedLM.forward executes: with the restricted last
     block, that block computes K and V for every token, but Q, out-projection, attention and the FFN only for
-    the masked fraction (ANCHORS.md §0.2)."""
+    the masked fraction (see BertForMaskedLM.forward in tinybert/model.py)."""
     total = flops_per_token(config, mlm_fraction=mlm_fraction, seq_len=seq_len)
     if last_block == "full":
         return total

@@ -1,4 +1,5 @@
-"""Inference latency: BERT-6 against BERT-1 and a committee of BERT-1s (PAPER.md §3 E6, claim C10).
+"""Inference latency: BERT-6 against BERT-1 and a committee of BERT-1s (experiment E6, claim C10 of
+docs/paper-recipe.md#experiments-and-claims).
 
     python -m tinybert.bench_latency [--device auto] [--precision auto] [--members 5] [--batch-sizes 1 32]
                                      [--seq-len 128] [--repeats 30] [--variants] [--json out.json]

@@ -1,11 +1,13 @@
-"""The soft committee: several fine-tuned classifiers whose outputs are averaged (PAPER.md §3 E5, E6).
+"""The soft committee: several fine-tuned classifiers whose outputs are averaged (E5, E6 of
+docs/paper-recipe.md#experiments-and-claims).
 
 Where it sits in the flow: fine-tuned members (finetune.py) -> their test-set probabilities -> committee accuracy
 (eval.py writes it to results.json); and, for the latency claim, fast committee inference (bench_latency.py).
 
 * Aggregation: the committee's prediction is the argmax of the **mean of the members' softmax probabilities**
   (`aggregate="probs"`, the default). `aggregate="logits"` averages logits instead (the other reading of "soft
-  committee" in PAPER.md E5); pass logits then. Ties go to the lowest class index (torch.argmax).
+  committee", which the paper leaves open: docs/paper-recipe.md#not-stated-by-the-paper); pass logits then. Ties go
+  to the lowest class index (torch.argmax).
 * `committee_accuracy_curve` gives the accuracy of the first K members for K = 1..M in the given order, and the
   mean (and std) over R random orders, which is the expected accuracy of a random K-subset.
 * Inference: `member_by_member` runs the members one after another (the slow reference). `BatchedCommittee`

@@ -4,9 +4,9 @@ Where it sits in the flow (tokens -> batches -> model -> loss): this file only *
 tinybert/model.py builds. It imports no torch, so the flags of train.py/eval.py, the checkpoint sidecars and
 the experiment tables can all use it cheaply.
 
-The presets mirror the checkpoints released with the paper's code (PAPER.md §2.3): hidden = heads * 64,
-intermediate = 4 * hidden, 128 positions, vocab 30522. The vocabulary size and the [PAD] id are set from the
-tokenizer by the caller, never assumed here.
+The presets mirror the checkpoints released with the paper's code (docs/paper-recipe.md#model-sizes):
+hidden = heads * 64, intermediate = 4 * hidden, 128 positions, vocab 30522. The vocabulary size and the [PAD] id
+are set from the tokenizer by the caller, never assumed here.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class ModelConfig:
         return cls(**d)
 
 
-# name -> overrides of ModelConfig fields. Paper presets follow PAPER.md §2.3 (head_size 64 by default).
+# name -> overrides of ModelConfig fields. Paper presets follow docs/paper-recipe.md#model-sizes (head_size 64).
 MODEL_PRESETS: dict[str, dict] = {
     # the paper's models
     "bert6": dict(layers=6, heads=12),
@@ -102,7 +102,7 @@ MODEL_PRESETS: dict[str, dict] = {
     "bert1-h12-c3k3d32": dict(layers=1, heads=12, conv_layers=3, conv_kernel=(3, 3), conv_channels=32),
     "bert1-h12-c2k16x3d64": dict(layers=1, heads=12, conv_layers=2, conv_kernel=(16, 3), conv_channels=64),
     "bert1-h8": dict(layers=1, heads=8),    # the authors' README example: --layers 1 --heads 8, no conv
-    "bert1-h12": dict(layers=1, heads=12),  # not released; the no-conv reference row of PAPER.md §2.4
+    "bert1-h12": dict(layers=1, heads=12),  # not released; the no-conv reference (docs/paper-recipe.md)
     # small models for CPU runs and tests
     "tiny": dict(layers=1, heads=2, head_size=16),
     "cpu-bert1": dict(layers=1, heads=4, head_size=32),

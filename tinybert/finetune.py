@@ -4,14 +4,15 @@ Where it sits in the flow: task examples (data_prep/tasks.py) -> `encode_example
 -> BertForSequenceClassification (model.py) -> cross-entropy -> AdamW step; after every epoch, accuracy on the
 validation and test sets. The committee (committee.py) combines the test-set probabilities this returns.
 
-The recipe follows the authors' code (PAPER.md §2.6): AdamW, lr 5e-5, weight decay 0.01 on every parameter,
-batch 32 (the last, partial batch is kept), 50 epochs, cross-entropy, [CLS]-pooler classifier whose pooler and
-linear layer start fresh. Deliberate differences, each a documented choice:
+The recipe follows the authors' code (docs/paper-recipe.md#fine-tuning): AdamW, lr 5e-5, weight decay 0.01 on every
+parameter, batch 32 (the last, partial batch is kept), 50 epochs, cross-entropy, [CLS]-pooler classifier whose
+pooler and linear layer start fresh. Deliberate differences, each a documented choice:
 
-* **Selection on a validation set, never on test** (PAPER.md §4.10: the authors monitored test every epoch).
-  Test accuracy is still recorded every epoch (the curve), but the reported "selected" number is the test
-  accuracy at the epoch with the best validation accuracy (the first such epoch on ties); the last epoch's test
-  accuracy is reported next to it. Without a validation set the selection falls back to the last epoch.
+* **Selection on a validation set, never on test** (the authors monitored test every epoch:
+  docs/paper-recipe.md#test-set-monitoring). Test accuracy is still recorded every epoch (the curve), but the
+  reported "selected" number is the test accuracy at the epoch with the best validation accuracy (the first such
+  epoch on ties); the last epoch's test accuracy is reported next to it. Without a validation set the selection
+  falls back to the last epoch.
 * **Per-step linear decay** by default (`schedule="linear"`); `schedule="paper-epoch"` reproduces the authors'
   per-epoch steps lr * (E - e) / E (warmup 0).
 * **Padding to the longest row of each batch** instead of to 128. Training batches are *sort-free*: a seeded
@@ -79,7 +80,8 @@ class FinetuneConfig:
 def finetune_lr_multiplier(step: int, cfg: FinetuneConfig, steps_per_epoch: int) -> float:
     """The learning-rate factor for optimiser step `step` (0-based)."""
     if cfg.schedule == "paper-epoch":
-        # get_linear_schedule_with_warmup(warmup=0, total=epochs) stepped once per epoch (PAPER.md §2.6)
+        # the authors' get_linear_schedule_with_warmup(warmup=0, total=epochs) stepped once per epoch
+        # (docs/paper-recipe.md#fine-tuning)
         return (cfg.epochs - step // steps_per_epoch) / cfg.epochs
     total = cfg.epochs * steps_per_epoch
     if step < cfg.warmup_steps:
@@ -203,13 +205,14 @@ def evaluate(model, batches: DeviceBatches | None, batch_size: int, device, prec
 
 def build_classifier(checkpoint, config: ModelConfig | None, num_labels: int
                      ) -> tuple[BertForSequenceClassification, LoadReport | None]:
-    """A classifier whose encoder comes from an MLM checkpoint (a path, or a dict from load_checkpoint), or
-    random init when `checkpoint` is None. The pooler and the linear layer are always fresh (PAPER.md §2.2).
+    """A classifier whose encoder comes from an MLM checkpoint (a path, or a dict from load_checkpoint), or random
+    init when `checkpoint` is None. The pooler and the linear layer are always fresh
+    (docs/paper-recipe.md#architecture).
 
-    Strict where the authors were not (PAPER.md §4.9): the checkpoint's model_config must equal `config` (when
-    given), every encoder weight must be present, and no encoder-looking key ('bert.*') may go unused; only the
-    MLM head's keys may be left over. Any violation is a CheckpointError. Returns (model on CPU, LoadReport or
-    None for random init). Seed the global RNG before calling: the fresh layers draw from it.
+    Strict where the authors were not (docs/paper-recipe.md#checkpoint-loading): the checkpoint's model_config must
+    equal `config` (when given), every encoder weight must be present, and no encoder-looking key ('bert.*') may go
+    unused; only the MLM head's keys may be left over. Any violation is a CheckpointError. Returns (model on CPU,
+    LoadReport or None for random init). Seed the global RNG before calling: the fresh layers draw from it.
     """
     if checkpoint is None:
         if config is None:

@@ -6,8 +6,8 @@ weights with the outside world: export our trained models so `transformers.BertF
 
 The layouts differ in two ways only: names, and our fused QKV projection (HF has separate query/key/value
 Linears; ours stacks their rows as [Q; K; V]). The decoder weight is tied to the word embeddings in both.
-The conv front end has no HF counterpart (the authors' own loader lost it, PAPER.md §4.11), so models with
-one are refused.
+The conv front end has no HF counterpart (the authors' own loader lost it, docs/paper-recipe.md#checkpoint-loading),
+so models with one are refused.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Of the selected: 80% become [MASK], 10% a random non-special token, 10% stay unc
 original id at selected positions and -100 elsewhere, so the loss (and the sparse MLM head) only sees the
 selected positions.
 
-Differences from the authors' code (see ../shared/docs/PAPER.md §4.8), on purpose:
+Differences from the authors' code (see docs/paper-recipe.md#masking), on purpose:
   * random replacements are drawn from non-special tokens only (theirs could insert [CLS] or [unused7]);
   * [UNK] is never a target (predicting "unknown" teaches nothing);
   * a row with maskable tokens but no selection gets one random maskable position selected, so every batch has

@@ -8,13 +8,14 @@ The model reads no data and no flags; it is built from a tinybert.config.ModelCo
     hidden ─> rows where labels != -100 ─> MLMHead ─> cross-entropy                     = BertForMaskedLM
     hidden[:, 0] ─> pooler (dense + tanh) ─> dropout ─> linear                          = BertForSequenceClassification
 
-It matches Hugging Face's BertForMaskedLM / BertForSequenceClassification (the authors' model, PAPER.md §2.2)
-numerically, up to the fused QKV projection (tinybert/interop.py converts the weights both ways), with two
-deliberate fixes to the authors' code: no `padding_idx` on the word embeddings (their builders swapped
-[PAD]/[CLS] and froze the [CLS] row at zero), and a conv front end that does not let padding leak into real
-tokens. The MLM head runs only on the masked positions (ANCHORS.md §0.1: for BERT-1 the 30522-way decoder is
-most of the compute), and so does the last block after its keys and values (§0.2); `forward_dense` keeps the
-obviously-correct dense version as a reference.
+It matches Hugging Face's BertForMaskedLM / BertForSequenceClassification (the authors' model,
+docs/paper-recipe.md#architecture) numerically, up to the fused QKV projection (tinybert/interop.py converts the
+weights both ways), with two deliberate fixes to the authors' code: no `padding_idx` on the word embeddings (their
+builders swapped [PAD]/[CLS] and froze the [CLS] row at zero), and a conv front end that does not let padding leak
+into real tokens (docs/paper-recipe.md#where-we-differ-from-the-authors-code). The MLM head runs only on the masked
+positions (for BERT-1 the 30522-way decoder is most of the compute: for bert1-h8, predicting only the 15% masked
+positions cuts a step's FLOPs ~3.4x, tests/test_model.py), and so does the last block after its keys and values;
+`forward_dense` keeps the obviously-correct dense version as a reference.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ IGNORE_INDEX = -100  # label value of positions that are not predicted (as in HF
 def sdpa_attention(q, k, v, key_padding_mask=None, dropout_p: float = 0.0):
     """Fast attention. q, k, v: (B, heads, T, head_size); key_padding_mask: (B, T) bool, True = real token.
 
-    With no mask we pass attn_mask=None, so on GPU the flash kernel can be used (a non-null mask rules it out,
-    ANCHORS.md §1.9). The mask only hides padded *keys*; padded queries still get (ignored) outputs.
+    With no mask we pass attn_mask=None, so on GPU the flash kernel can be used (PyTorch does not dispatch to
+    it when attn_mask is not None). The mask only hides padded *keys*; padded queries still get (ignored) outputs.
     """
     attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
@@ -54,8 +55,8 @@ def reference_attention(q, k, v, key_padding_mask=None):
 
 
 class RowSelection(NamedTuple):
-    """The positions the last block computes (the sparse MLM path, ANCHORS.md §0.2), and how their queries are
-    packed per sequence into (B, M, H), M = the largest count in any sequence (unused slots hold zeros)."""
+    """The positions the last block computes (the sparse MLM path of BertForMaskedLM.forward), and how their queries
+    are packed per sequence into (B, M, H), M = the largest count in any sequence (unused slots hold zeros)."""
     index: torch.Tensor   # (N,) sorted flat indices into B*T
     packed: torch.Tensor  # (N,) each one's row in the (B*M) packed queries
     max_per_row: int      # M
@@ -127,7 +128,7 @@ class Block(nn.Module):
     def forward(self, x, key_padding_mask=None, rows: RowSelection | None = None):
         """x: (B, T, H) -> (B, T, H). With `rows` only the selected positions are computed, attending to all
         tokens, -> (N, H). Everything after attention is per position, so this equals the full block followed
-        by selecting the rows (ANCHORS.md §0.2)."""
+        by selecting the rows."""
         if rows is None:
             residual = x
         elif rows.max_per_row == 0:  # nothing selected: an empty (0, H) result that still has a graph
@@ -147,7 +148,7 @@ class Embeddings(nn.Module):
     """word + absolute position + token type embeddings, then LayerNorm and dropout.
 
     No `padding_idx`: the authors' builders passed pad=101 ([CLS]) by mistake, which zeroed the [CLS] row and
-    froze it (PAPER.md §4.3). Padded positions are handled by the attention mask instead.
+    froze it (docs/paper-recipe.md#special-token-ids). Padded positions are handled by the attention mask instead.
     """
 
     def __init__(self, config: ModelConfig):
@@ -176,9 +177,9 @@ class ConvFrontEnd(nn.Module):
 
     The (B, T, H) embeddings are seen as a one-channel image (B, 1, T, H) (axes: sequence x hidden), then
     conv_layers x [Conv2d(kernel, padding='same') -> BatchNorm2d -> GELU] with channels [1] + [D] * conv_layers,
-    then Conv2d(D -> 1, 1x1) -> BatchNorm2d(1) -> GELU, and back to (B, T, H). No residual, no LayerNorm,
-    exactly as the authors' ConvolutionLayers (PAPER.md §2.2). A kernel (16, 3) spans 16 tokens and 3 hidden
-    units; PyTorch pads an even 'same' kernel asymmetrically (7 before, 8 after).
+    then Conv2d(D -> 1, 1x1) -> BatchNorm2d(1) -> GELU, and back to (B, T, H). No residual, no LayerNorm, exactly as
+    the authors' ConvolutionLayers (docs/paper-recipe.md#conv-front-end). A kernel (16, 3) spans 16 tokens and 3
+    hidden units; PyTorch pads an even 'same' kernel asymmetrically (7 before, 8 after).
 
     Padding, a deliberate change: the authors ignored the mask, so padded positions leaked into real tokens
     through the kernel and a real token's output depended on the pad embeddings. We zero the padded rows
@@ -284,7 +285,7 @@ class BertForMaskedLM(nn.Module):
     def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
         """labels: (B, T) long, IGNORE_INDEX (-100) where the position is not predicted.
 
-        Only the N selected positions are computed after the last block's keys and values (ANCHORS.md §0.2):
+        Only the N selected positions are computed after the last block's keys and values:
         its queries, attention output, FFN and norms, then the head: logits (N, V), labels (N,). Finding the
         positions (nonzero, then their largest count per row) syncs twice with the host, before the encoder.
         Without labels, logits for every position (B, T, V). `forward_dense` is the reference.
@@ -342,7 +343,7 @@ class BertForSequenceClassification(nn.Module):
         """Copy encoder weights from a BertForMaskedLM (keys 'bert.*') or a bare BertEncoder state dict.
 
         Returns the encoder keys not found and the given keys not used; a shape mismatch is an error (the
-        authors' load_state_dict(strict=False) hid real mismatches, PAPER.md §4.9).
+        authors' load_state_dict(strict=False) hid real mismatches, docs/paper-recipe.md#checkpoint-loading).
         """
         state_dict = _strip_wrapper_prefixes(state_dict)
         if any(k.startswith("bert.") for k in state_dict):
@@ -385,7 +386,8 @@ INIT_STD = 0.02  # BERT's initializer_range
 def init_weights(module: nn.Module) -> None:
     """BERT init (initializer_range 0.02): Linear/Embedding weights N(0, 0.02), biases 0, LayerNorm 1/0.
 
-    Conv2d and BatchNorm2d keep PyTorch's default init, as in the authors' code (PAPER.md §2.2).
+    Conv2d and BatchNorm2d keep PyTorch's default init, as in the authors' code
+    (docs/paper-recipe.md#conv-front-end).
     Use as model.apply(init_weights).
     """
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -401,7 +403,7 @@ def init_weights(module: nn.Module) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameter values; a tied weight is counted once (BatchNorm running stats are
-    buffers and are not counted). Matches the counts in PAPER.md §2.4."""
+    buffers and are not counted). Matches the counts in docs/paper-recipe.md#parameter-counts-and-compute."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -419,7 +421,7 @@ def conv_macs_per_token(config: ModelConfig) -> int:
 def encoder_macs_per_token(config: ModelConfig, seq_len: int = 128) -> int:
     """Forward multiply-adds of the encoder per token (weights of the matmuls, attention scores and
     weighted sum over seq_len keys, the conv front end); embeddings lookups, norms and biases are ignored.
-    128 * this matches the "Forward GMACs" column of PAPER.md §2.4."""
+    128 * this matches the "forward GMACs" column of docs/paper-recipe.md#parameter-counts-and-compute."""
     H = config.hidden
     per_layer = 4 * H * H + 2 * H * config.intermediate  # QKV + out projection, FFN
     per_layer += 2 * seq_len * H                          # Q K^T and P V

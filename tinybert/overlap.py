@@ -1,4 +1,5 @@
-"""Token overlap between a fine-tuning task and a pre-training corpus (PAPER.md §3 E3, claim C5).
+"""Token overlap between a fine-tuning task and a pre-training corpus (E3, claim C5 of
+docs/paper-recipe.md#experiments-and-claims).
 
     python -m tinybert.overlap --task agnews --wiki-size 4000 [--seq-len 128] [--max-length 128] [--vocab PATH]
 

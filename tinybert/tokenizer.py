@@ -2,7 +2,7 @@
 
 Where it sits: text -> **tokenizer** -> token arrays (data_prep/) -> batches (data.py) -> model.
 
-Two stages, exactly as google-research/bert ``tokenization.py`` with ``do_lower_case=True`` (ANCHORS.md §3.1-3.2):
+Two stages, exactly as google-research/bert ``tokenization.py`` with ``do_lower_case=True``:
 
 1. ``basic_tokenize``: drop U+0000, U+FFFD and control characters (Cc/Cf except \\t \\n \\r), treat whitespace
    (space, \\t, \\n, \\r, Zs) as a separator, put every CJK ideograph in its own token, lowercase, NFD and drop
@@ -46,7 +46,7 @@ import unicodedata
 from pathlib import Path
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-# HF's value for bert-base-uncased; Google's original is 200 (ANCHORS.md §3.2). A constructor argument.
+# HF's value for bert-base-uncased; Google's original WordpieceTokenizer uses 200. A constructor argument.
 DEFAULT_MAX_CHARS_PER_WORD = 100
 # Entries each of the chunk -> ids and word -> ids caches hold before being cleared. Word frequencies are Zipfian,
 # so the frequent ones are back within a few documents; at ~200 bytes an entry, the worst case is ~200 MB in all.

@@ -3,7 +3,7 @@
 Where it sits: raw text -> [this file: word counts -> vocab] -> tokenizer.py (greedy longest-match encoding)
 -> token arrays on disk -> batches -> model.
 
-Two steps, as in docs/ANCHORS.md §3.4:
+Two steps:
 
 1. ``count_words``: run the BERT BasicTokenizer (``tokenizer.basic_tokenize``) over the corpus once and count the
    resulting words. The corpus is never looked at again.

@@ -2,7 +2,7 @@
 
 A preset is a plain dataclass; the runner (runner.py) turns it into units. Three presets:
 
-* ``paper``: the paper's sizes (PAPER.md §2.3-2.6), meant for GPUs.
+* ``paper``: the paper's sizes (docs/paper-recipe.md), meant for GPUs.
 * ``cpu``: the same studies scaled to under 2 hours on a 2-core CPU (see `cpu_preset`'s docstring).
 * ``smoke``: a minute or two end to end; for tests and for checking a machine before a long run.
 
@@ -103,8 +103,9 @@ class Preset:
 
 
 def _bert1_variants(scale_heads, head_size: int, conv_channels, extra: tuple = ()) -> tuple:
-    """The paper's five BERT-1 variants (PAPER.md §2.3, E4), heads mapped by `scale_heads`, conv channels by
-    `conv_channels` (a function of the paper's channel count); kernels and layer counts unchanged."""
+    """The paper's five BERT-1 variants (docs/paper-recipe.md#model-sizes, E4), heads mapped by `scale_heads`,
+    conv channels by `conv_channels` (a function of the paper's channel count); kernels and layer counts
+    unchanged."""
     def spec(name, heads, conv_layers=0, kernel=(3, 3), channels=64):
         over = (("layers", 1), ("heads", scale_heads(heads)), ("head_size", head_size)) + extra
         if conv_layers:
@@ -118,10 +119,10 @@ def _bert1_variants(scale_heads, head_size: int, conv_channels, extra: tuple = (
 
 
 def paper_preset() -> Preset:
-    """The paper's exact sizes (PAPER.md §2.3-2.6, §3): BERT-6 (6 x 12 x 64) and the five released BERT-1
+    """The paper's exact sizes: BERT-6 (6 x 12 x 64) and the five released BERT-1
     variants, 20k/40k/90k Wikipedia articles (first 128 tokens each), 50 pre-training and 50 fine-tuning epochs
     at lr 5e-5, batch 32; AG News 1000/1000, DBpedia 100/100, FewRel 630/70 per label; the bert-base-uncased
-    vocabulary. Meant for GPUs (days of GPU time in all)."""
+    vocabulary. Meant for GPUs (days of GPU time in all). The recipe: docs/paper-recipe.md."""
     return Preset(
         name="paper",
         description=paper_preset.__doc__.split("\n")[0],
