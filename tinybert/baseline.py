@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 WORD = re.compile(r"[^\W_]+")  # letters and digits, any script
-C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
 
 
 def words_and_bigrams(text: str) -> list[str]:

@@ -37,10 +37,10 @@ SAMPLE_DIR = REPO_ROOT / "data_prep" / "sample"
 # (flag values) of each step; --tiny shrinks them so a test runs the whole pipeline in seconds
 FULL = {
     "pretrain": ["--layers", "1", "--heads", "8", "--head-size", "16", "--wiki-size", "10000",
-                 "--eval-articles", "500", "--vocab-size", "8192", "--epochs", "8", "--batch-size", "32",
-                 "--lr", "2e-3", "--warmup-steps", "200", "--dropout", "0.1"],
+                 "--eval-articles", "500", "--vocab-size", "8192", "--epochs", "10", "--batch-size", "32",
+                 "--lr", "3e-3", "--warmup-steps", "300"],
     "finetune": ["--task", "agnews", "--train-per-label", "1000", "--test-per-label", "1000",
-                 "--epochs", "6", "--lr", "1e-3", "--batch-size", "32", "--seeds", "0"],
+                 "--epochs", "5", "--lr", "1e-3", "--batch-size", "32", "--seeds", "0"],
 }
 TINY = {
     "pretrain": ["--layers", "1", "--heads", "8", "--head-size", "4", "--wiki-size", "64",
