@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import subprocess
 import sys
@@ -40,7 +41,7 @@ FULL = {
                  "--eval-articles", "500", "--vocab-size", "8192", "--epochs", "10", "--batch-size", "32",
                  "--lr", "3e-3", "--warmup-steps", "300"],
     "finetune": ["--task", "agnews", "--train-per-label", "1000", "--test-per-label", "1000",
-                 "--epochs", "5", "--lr", "1e-3", "--batch-size", "32", "--seeds", "0"],
+                 "--epochs", "6", "--lr", "1e-3", "--batch-size", "32", "--seeds", "0"],
 }
 TINY = {
     "pretrain": ["--layers", "1", "--heads", "8", "--head-size", "4", "--wiki-size", "64",
@@ -61,12 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def shown(path) -> str:
+    """A path as the user would type it here: relative to the working directory when it lies below it."""
+    path = os.path.abspath(path)
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def run_step(title: str, script: str, args: list[str]) -> None:
-    """Run `python <script> <args>` from the repository root, echoing the command; stop on failure."""
-    cmd = [sys.executable, str(REPO_ROOT / script), *args]
-    print(f"\n== {title}\n$ python {script} {shlex.join(args)}", flush=True)
+    """Run `python <script> <args>` in the working directory, echoing the command; stop on failure."""
+    script_path = shown(REPO_ROOT / script)
+    print(f"\n== {title}\n$ python {script_path} {shlex.join(args)}", flush=True)
     start = time.perf_counter()
-    code = subprocess.call(cmd, cwd=REPO_ROOT)
+    code = subprocess.call([sys.executable, script_path, *args])
     if code != 0:
         raise SystemExit(f"error: step '{title}' failed (exit {code}); its output is above. Fix the cause and "
                          f"rerun the quickstart: finished steps are kept and skipped.")
@@ -107,39 +115,42 @@ def report(out: Path, pretrain_run: Path, elapsed: float) -> str:
              f"{pre['seeds'][0]}; test accuracy at the best-validation epoch:"]
     lines += [f"  {name:<66} {acc:.4f}" for name, acc in rows]
     gain, to_bow = acc_pre - acc_scratch, acc_pre - acc_bow
-    lines.append(f"pre-training {'helped' if gain > 0 else 'did not help'}: {gain:+.4f} against scratch; the "
-                 f"pre-trained model is {abs(to_bow):.4f} {'above' if to_bow > 0 else 'below'} the bag-of-words "
-                 f"baseline. One seed: each accuracy has a binomial standard error of about {se:.3f}, so "
-                 f"differences under ~{2.8 * se:.3f} are within noise (RESULTS.md has the studies with seeds).")
-    lines.append(f"total time {elapsed / 60:.1f} min; outputs in {out}/")
+    noise = 2.8 * se  # 1.96 x the standard error of a difference of two such accuracies (sqrt(2) x se)
+    verdict = ("helped" if gain > noise else "hurt" if gain < -noise else "made no difference beyond noise")
+    lines.append(f"pre-training {verdict}: {gain:+.4f} against scratch (one seed: each accuracy has a binomial "
+                 f"standard error of about {se:.3f}, so differences under ~{noise:.3f} are noise; RESULTS.md has "
+                 f"the studies with seeds). The pre-trained model is {abs(to_bow):.4f} "
+                 f"{'above' if to_bow > 0 else 'below'} the bag-of-words baseline.")
+    lines.append(f"total time {elapsed / 60:.1f} min; outputs in {shown(out)}/")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    out = Path(args.out).resolve()
+    out = Path(args.out)
     sizes = TINY if args.tiny else FULL
-    data_dir = args.data_dir or str(SAMPLE_DIR)
+    data_dir = args.data_dir or shown(SAMPLE_DIR)
     common = ["--data-dir", data_dir, "--precision", "fp32"] + (["--no-progress"] if args.no_progress else [])
-    cache = ["--cache-dir", args.cache_dir or str(out / "cache")]
+    cache = ["--cache-dir", args.cache_dir or shown(out / "cache")]
     start = time.perf_counter()
-    print(f"quickstart: pre-train BERT-1 h8, then AG News pre-trained vs from scratch vs bag-of-words -> {out}/")
+    print(f"quickstart: pre-train BERT-1 h8, then AG News pre-trained vs from scratch vs bag-of-words -> "
+          f"{shown(out)}/")
 
     pretrain_run = out / "pretrain"
     if pretrain_status(pretrain_run) != "done":
         # an interrupted pre-training continues from its checkpoint; resume takes every other flag from it
-        args_ = (["--out", str(pretrain_run), "--resume", *common, *cache]
+        args_ = (["--out", shown(pretrain_run), "--resume", *common, *cache]
                  if (pretrain_run / "checkpoint.pt").exists()
-                 else [*sizes["pretrain"], *common, *cache, "--out", str(pretrain_run)])
+                 else [*sizes["pretrain"], *common, *cache, "--out", shown(pretrain_run)])
         run_step("1/3 pre-train BERT-1 h8 (masked-language modelling)", "train.py", args_)
-    ckpt = str(pretrain_run / "checkpoint.pt")
+    ckpt = shown(pretrain_run / "checkpoint.pt")
     for title, folder, extra in (("2/3 fine-tune the pre-trained model; bag-of-words baseline on the same rows",
                                   "agnews-pretrained", ["--baseline"]),
                                  ("3/3 fine-tune the same architecture from scratch", "agnews-scratch",
                                   ["--no-pretrain"])):
         if not (out / folder / "results.json").exists():
             run_step(title, "eval.py", [*sizes["finetune"], *common, "--checkpoint", ckpt, *extra,
-                                        "--out", str(out / folder)])
+                                        "--out", shown(out / folder)])
     print(report(out, pretrain_run, time.perf_counter() - start))
     return 0
 
