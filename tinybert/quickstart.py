@@ -14,9 +14,10 @@ changed by hand:
   3. `eval.py --no-pretrain`: the same architecture and vocabulary from random weights, same rows and seed.
 Then it prints the three test accuracies side by side, with chance and the measured gap, whichever way it falls.
 
-Data: the small sample embedded in the repository (data_prep/sample) unless --data-dir says otherwise, so the
-numbers are the same on every machine. Precision: fp32 everywhere; at hidden 128 bf16 does not pay even on
-CPUs that have it, and one precision keeps the numbers comparable across machines.
+Data: the small sample embedded in the repository (data_prep/sample) unless --data-dir says otherwise, so every
+machine runs on the same rows. Precision: fp32 everywhere; at hidden 128 bf16 does not pay even on CPUs that have
+it, and one precision keeps the numbers comparable across machines (up to the rounding of other CPUs and thread
+counts). README.md, "Quickstart results", has the measured numbers and the pilots behind these sizes.
 """
 
 from __future__ import annotations
