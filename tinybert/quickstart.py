@@ -23,6 +23,7 @@ counts). README.md, "Quickstart results", has the measured numbers and the pilot
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -94,9 +95,8 @@ def read_results(folder: Path) -> dict:
 
 def last_metrics(run: Path) -> dict:
     """The last row of a train.py run's metrics.csv."""
-    lines = (run / "metrics.csv").read_text().splitlines()
-    header, last = lines[0].split(","), lines[-1].split(",")
-    return dict(zip(header, last))
+    with (run / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))[-1]
 
 
 def report(out: Path, pretrain_run: Path, elapsed: float) -> str:
