@@ -1,4 +1,4 @@
-"""Figures of the four studies, drawn from the experiment CSVs only (never from models or units).
+"""Figures of the five studies, drawn from the experiment CSVs only (never from models or units).
 
     python -m plots.make_figures --results results/cpu [--out plots]
     python plots/make_figures.py --results results/cpu

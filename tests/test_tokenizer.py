@@ -1,113 +1,25 @@
 """Tests for tinybert/tokenizer.py.
 
-The oracle is a slow reference written straight from the rules (google-research/bert tokenization.py, uncased;
-listed in tinybert/tokenizer.py's docstring): one Python loop per character, no regexes. The fast paths must agree
-with it on every code point and on random strings. Expected ids for the real vocab were checked by hand against
-vocab.txt (id = line number - 1).
+The oracle is tinybert/tokenizer_reference.py, a slow reference written straight from the rules
+(google-research/bert tokenization.py, uncased; listed in tinybert/tokenizer.py's docstring): one Python loop per
+character, no regexes. The fast paths must agree with it on every code point and on random strings. Expected ids
+for the real vocab were checked by hand against vocab.txt (id = line number - 1).
 """
 
 import hashlib
 import pickle
 import random
 import sys
-import unicodedata
 
 import pytest
 
 from tinybert import tokenizer as T
 from tinybert.data_dir import resolve_data_dir
 from tinybert.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, basic_tokenize, normalize
+from tinybert.tokenizer_reference import (
+    ref_basic_tokenize, ref_lower_strip_accents, ref_normalize, ref_split_punctuation, ref_wordpiece)
 
 BERT_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"  # bert_vocab/PROVENANCE.md
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reference implementation (the oracle): Google's BasicTokenizer / WordpieceTokenizer, character by character.
-
-
-def ref_is_whitespace(ch):
-    return ch in " \t\n\r" or unicodedata.category(ch) == "Zs"
-
-
-def ref_is_control(ch):
-    return ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Cf")
-
-
-def ref_is_punctuation(ch):
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def ref_is_cjk(ch):
-    cp = ord(ch)
-    return cp >= 0x3400 and any(lo <= cp <= hi for lo, hi in T.CJK_RANGES)  # the test is fast for most text
-
-
-def ref_clean_and_space_cjk(text):
-    out = []
-    for ch in text:
-        if ord(ch) == 0 or ord(ch) == 0xFFFD or ref_is_control(ch):
-            continue
-        if ref_is_whitespace(ch):
-            out.append(" ")
-        elif ref_is_cjk(ch):
-            out.append(" " + ch + " ")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def ref_lower_strip_accents(text):
-    text = unicodedata.normalize("NFD", text.lower())
-    return "".join(ch for ch in text if unicodedata.category(ch) != "Mn")
-
-
-def ref_split_punctuation(word):
-    out, current = [], ""
-    for ch in word:
-        if ref_is_punctuation(ch):
-            if current:
-                out.append(current)
-            out.append(ch)
-            current = ""
-        else:
-            current += ch
-    if current:
-        out.append(current)
-    return out
-
-
-def ref_normalize(text):
-    return ref_lower_strip_accents(ref_clean_and_space_cjk(text))
-
-
-def ref_basic_tokenize(text):
-    pieces = []
-    # Google: whitespace_tokenize is str.strip().split(); lowercase and accents per word; then split again.
-    for word in ref_clean_and_space_cjk(text).strip().split():
-        pieces.extend(ref_split_punctuation(ref_lower_strip_accents(word)))
-    return " ".join(pieces).split()
-
-
-def ref_wordpiece(word, vocab, max_chars):
-    if len(word) > max_chars:
-        return ["[UNK]"]
-    out, start = [], 0
-    while start < len(word):
-        end, piece = len(word), None
-        while start < end:
-            candidate = ("##" if start > 0 else "") + word[start:end]
-            if candidate in vocab:
-                piece = candidate
-                break
-            end -= 1
-        if piece is None:
-            return ["[UNK]"]
-        out.append(piece)
-        start = end
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Fixtures

@@ -9,6 +9,7 @@ import pytest
 from tinybert.tokenizer import SPECIAL_TOKENS, WordPieceTokenizer, basic_tokenize
 from tinybert.wordpiece_trainer import (
     _sentencepiece_to_wordpiece, count_words, train_sentencepiece_wordpiece, train_wordpiece)
+from tinybert.wordpiece_trainer_reference import naive_wordpiece
 
 # The HF course's WordPiece example: hug x10, pug x5, pun x12, bun x4, hugs x5.
 HUGS = {"hug": 10, "pug": 5, "pun": 12, "bun": 4, "hugs": 5}
@@ -98,35 +99,6 @@ def test_every_training_word_encodes_without_unk(score):
     for word in count_words(CORPUS):
         assert tok.unk_id not in tok.word_to_ids(word), word
     assert tok.unk_id not in tok.encode(" ".join(CORPUS))
-
-
-def naive_wordpiece(word_counts, vocab_size, score, min_frequency=2):
-    """Reference trainer: recount every pair from scratch before each merge (slow, obviously right)."""
-    alphabet = sorted({c for w in word_counts for c in w})
-    vocab = list(SPECIAL_TOKENS) + alphabet + ["##" + c for c in alphabet]
-    words = {w: [w[0]] + ["##" + c for c in w[1:]] for w in word_counts}
-    while len(vocab) < vocab_size:
-        pairs, symbols = collections.Counter(), collections.Counter()
-        for w, pieces in words.items():
-            symbols.update({s: word_counts[w] * k for s, k in collections.Counter(pieces).items()})
-            for pair in zip(pieces, pieces[1:]):
-                pairs[pair] += word_counts[w]
-        candidates = [p for p, n in pairs.items() if n >= min_frequency]
-        if not candidates:
-            break
-        if score == "count":
-            a, b = min(candidates, key=lambda p: (-pairs[p], p))
-        else:
-            a, b = min(candidates, key=lambda p: (-pairs[p] / (symbols[p[0]] * symbols[p[1]]), p))
-        if a + b[2:] not in vocab:
-            vocab.append(a + b[2:])
-        for pieces in words.values():
-            i = 0
-            while i < len(pieces) - 1:
-                if pieces[i] == a and pieces[i + 1] == b:
-                    pieces[i:i + 2] = [a + b[2:]]
-                i += 1
-    return vocab
 
 
 @pytest.mark.parametrize("score", ["count", "likelihood"])

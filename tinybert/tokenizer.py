@@ -28,9 +28,10 @@ Choices worth knowing:
 Speed (>1 M tokens/s on Wikipedia, see ``python -m tinybert.bench_tokenizer``): no Python loop per character.
 The rules run on whole texts with C-level string methods and precompiled regexes: a short path for pure-ASCII text,
 and regexes over character classes built once from ``unicodedata`` for the rest. Both must agree with the
-character-by-character reference in ``tests/test_tokenizer.py``. ``encode`` goes further: once control characters
-are gone, Google's code handles each whitespace-separated chunk on its own, so it caches chunk -> ids ("world," ->
-[2088, 1010]) and a warm cache encodes a text with one ``str.split()`` and a dict lookup per chunk.
+character-by-character reference in ``tinybert/tokenizer_reference.py`` (read it first; ``tests/test_tokenizer.py``
+checks the two against each other). ``encode`` goes further: once control characters are gone, Google's code
+handles each whitespace-separated chunk on its own, so it caches chunk -> ids ("world," -> [2088, 1010]) and a
+warm cache encodes a text with one ``str.split()`` and a dict lookup per chunk.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ than ``max_chars_per_word`` are left out too, since the encoder turns them into 
 Speed (tinybert/bench_trainer.py): a 30,522 vocab from 50 MB of Wikipedia takes ~12 s of CPU on one core, about
 4 s counting words and 8 s merging. Merging is fast because words are strings of symbol ids, so str.find/str.replace
 scan them in C, and each merge updates only the pairs next to its merge sites in the words that hold the pair.
+``tinybert/wordpiece_trainer_reference.py`` is the same merge loop written naively (recount every pair before each
+merge; no ``limit_alphabet``, no word-length cap): read it first. ``tests/test_wordpiece_trainer.py`` checks that
+both give the same vocab.
 
 ``train_sentencepiece_wordpiece`` is an alternative learner: SentencePiece (BPE or unigram) on BasicTokenizer
 output, its pieces mapped to WordPiece form (see that function).

@@ -1,4 +1,4 @@
-"""Reproduce the paper: presets, units cached by hash, the four studies, results tables.
+"""Reproduce the paper: presets, units cached by hash, the five studies, results tables.
 
     python -m tinybert.experiments run --study all --preset cpu --out results/cpu
     python -m tinybert.experiments estimate --study all --preset cpu     # plan and time estimate only

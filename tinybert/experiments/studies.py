@@ -1,4 +1,4 @@
-"""The four studies as grids of units, and the numbers derived from finished units (committees, overlap table,
+"""The five studies as grids of units, and the numbers derived from finished units (committees, overlap table,
 latency).
 
 Where it sits: presets.py says what to run, this file lists the rows (`GridRow`: one fine-tuning unit as seen by
