@@ -41,9 +41,10 @@ from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_
 from tinybert.committee import committee_accuracy_curve
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config, parse_conv_kernel
 from tinybert.data_dir import DatasetNotFound, resolve_data_dir
-from tinybert.finetune import (SCHEDULES, FinetuneConfig, build_classifier, encode_examples, estimate_step_seconds,
+from tinybert.finetune import (FinetuneConfig, build_classifier, encode_examples, estimate_step_seconds,
                                finetune)
 from tinybert.model import count_parameters
+from tinybert.optim import SCHEDULES
 from tinybert.pretrain import TrainingDiverged
 from tinybert.runtime import (PRECISIONS, choose_device, choose_precision, git_commit, seed_everything,
                               tune_cpu_allocator)

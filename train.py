@@ -38,7 +38,8 @@ from tinybert.cli_types import (OneLineParser, dropout_rate, finite_nonnegative_
 from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
 from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
-from tinybert.pretrain import SCHEDULES, PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
+from tinybert.optim import SCHEDULES
+from tinybert.pretrain import PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
 from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_everything, tune_cpu_allocator
 from tinybert.tokenizer import WordPieceTokenizer
 

@@ -16,10 +16,10 @@ from tinybert.finetune import (
     confusion_matrix,
     encode_examples,
     finetune,
-    finetune_lr_multiplier,
     predict_logits,
 )
 from tinybert.model import BertForMaskedLM, BertForSequenceClassification
+from tinybert.optim import finetune_lr_multiplier
 from tinybert.runtime import Precision, seed_everything
 from tinybert.tokenizer import WordPieceTokenizer
 

@@ -9,7 +9,8 @@ import torch
 from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
-from tinybert.pretrain import PretrainConfig, TrainingDiverged, lr_multiplier, pretrain
+from tinybert.optim import pretrain_lr_multiplier as lr_multiplier
+from tinybert.pretrain import PretrainConfig, TrainingDiverged, pretrain
 from tinybert.runtime import Precision
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]

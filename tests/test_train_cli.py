@@ -10,7 +10,8 @@ import torch
 import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.data_dir import resolve_data_dir
-from tinybert.pretrain import PretrainConfig, lr_multiplier
+from tinybert.optim import pretrain_lr_multiplier as lr_multiplier
+from tinybert.pretrain import PretrainConfig
 from tinybert.runtime import choose_precision
 
 SENTENCES = ["the cat sat on the mat .", "a dog ran in the park with a ball .", "music is played by the band .",

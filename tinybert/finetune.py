@@ -44,11 +44,9 @@ from .checkpoint import CheckpointError, load_checkpoint
 from .config import ModelConfig
 from .data import epoch_permutation
 from .model import BertForSequenceClassification, LoadReport
+from .optim import SCHEDULES, Optimisation, finetune_lr_multiplier
 from .pretrain import TrainingDiverged
 from .runtime import Precision
-
-SCHEDULES = ("linear", "paper-epoch")
-
 
 @dataclass
 class FinetuneConfig:
@@ -75,18 +73,6 @@ class FinetuneConfig:
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError(f"need lr > 0, weight_decay >= 0, warmup_steps >= 0 (got {self.lr}, "
                              f"{self.weight_decay}, {self.warmup_steps})")
-
-
-def finetune_lr_multiplier(step: int, cfg: FinetuneConfig, steps_per_epoch: int) -> float:
-    """The learning-rate factor for optimiser step `step` (0-based)."""
-    if cfg.schedule == "paper-epoch":
-        # the authors' get_linear_schedule_with_warmup(warmup=0, total=epochs) stepped once per epoch
-        # (docs/paper-recipe.md#fine-tuning)
-        return (cfg.epochs - step // steps_per_epoch) / cfg.epochs
-    total = cfg.epochs * steps_per_epoch
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    return max(0.0, (total - step) / max(total - cfg.warmup_steps, 1))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -316,10 +302,9 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: finetune_lr_multiplier(s, cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
+    # the default (not fused) AdamW and no clipping: the fine-tuning numbers were made so
+    opt = Optimisation.create(model, cfg.lr, cfg.weight_decay,
+                              lambda s: finetune_lr_multiplier(s, cfg, steps_per_epoch), device, precision)
 
     curve: list[dict] = []
     best_val, best_epoch, best_state = -1.0, -1, None
@@ -331,7 +316,7 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
     model.train()
     try:
         for epoch in range(cfg.epochs):
-            lr_epoch = scheduler.get_last_lr()[0]
+            lr_epoch = opt.lr()
             loss_acc = torch.zeros((), device=device)  # since the last log
             epoch_loss = torch.zeros((), device=device)
             n_acc = 0
@@ -339,15 +324,8 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
                 with precision.autocast(device):
                     logits = model(ids, mask)
                 loss = F.cross_entropy(logits.float(), labels)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                opt.backward(loss)
+                opt.step()
                 loss_acc += loss.detach()
                 epoch_loss += loss.detach()
                 n_acc += 1
@@ -356,7 +334,7 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
                 if step % cfg.log_every == 0:
                     avg = loss_acc.item() / n_acc  # the one host sync per log interval
                     _check_finite(avg, epoch, step)
-                    bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                    bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", lr=f"{opt.lr():.2e}")
                     loss_acc.zero_()
                     n_acc = 0
             train_loss = epoch_loss.item() / steps_per_epoch

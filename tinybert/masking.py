@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .model import IGNORE_INDEX
+
 
 def is_special_token(token: str) -> bool:
     """Special tokens are bracketed: [PAD], [CLS], [unused17], ... ."""
@@ -48,7 +50,7 @@ class MLMMasker:
             pick = torch.where(maskable, rand, torch.full_like(rand, 2.0)).argmin(dim=1)
             selected[empty_rows, pick[empty_rows]] = True
 
-        labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
+        labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
         # One uniform draw decides the 80/10/10 split of the selected positions.
         action = torch.rand(input_ids.shape, generator=generator)
         to_mask = selected & (action < 0.8)

@@ -36,6 +36,12 @@ Not the same across different W: dropout. Each rank draws its dropout masks from
 are statistically but not bitwise equivalent. Resuming with the same W restores every rank's RNG state
 (checkpoint 'rng_ranks'): bit-exact. Resuming with another W re-seeds the streams (exact with dropout 0).
 Only rank 0 prints and writes (checkpoint with the unwrapped model's state dict, metrics.csv).
+
+The units `pretrain` is made of: TrainingState (model + optimisation + progress; create, save, resume with the
+RNG restore), step_inputs (masks, this rank's shard, the DDP loss share), ForwardBackward (autocast forward,
+scaled backward, the compile fallback), MetricsLog (the log interval's all-reduce with the NaN check and the
+time-based checkpoint vote; metrics.csv). AdamW, the scaler, clipping and the lr schedules: optim.py, shared
+with fine-tuning.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,10 +63,10 @@ from .data import TokenBatches, prefetch
 from .distributed import (all_gather_objects, all_reduce_sum, dropout_seed, rank_rng_state,
                           set_rank_rng_state)
 from .masking import MLMMasker
+from .model import IGNORE_INDEX
+from .optim import SCHEDULES, Optimisation, pretrain_lr_multiplier
 from .runtime import Precision, rng_state, set_rng_state
 
-IGNORE_INDEX = -100  # label of positions that are not predicted (masking.py, model.py)
-SCHEDULES = ("linear", "paper-epoch")
 METRICS_FIELDS = ["epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "tokens_per_s", "elapsed_s"]
 
 
@@ -85,19 +91,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def lr_multiplier(step: int, cfg: PretrainConfig, steps_per_epoch: int) -> float:
-    """The learning-rate factor for optimiser step `step` (0-based)."""
-    total = cfg.epochs * steps_per_epoch
-    if cfg.schedule == "paper-epoch":
-        # The authors' code: get_linear_schedule_with_warmup(warmup=1, total=epochs) stepped once per epoch,
-        # so epoch 0 runs at lr 0 and epoch e >= 1 at lr * (E - e) / (E - 1).
-        epoch = step // steps_per_epoch
-        return 0.0 if epoch == 0 else (cfg.epochs - epoch) / max(cfg.epochs - 1, 1)
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    return max(0.0, (total - step) / max(total - cfg.warmup_steps, 1))
-
-
 def mask_generator(seed: int, epoch: int, batch: int, salt: int = 0) -> torch.Generator:
     """The masks of one batch depend only on (seed, epoch, batch): resumable and rank-independent."""
     return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 1_000_033 + batch) * 7 + salt)
@@ -114,7 +107,7 @@ def estimate_step_seconds(model, batch_size: int, seq_len: int, device, precisio
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         ids = torch.randint(5, probe.config.vocab_size, (batch_size, seq_len), device=device)
-        labels = torch.where(torch.rand(ids.shape, device=device) < mlm_prob, ids, torch.full_like(ids, -100))
+        labels = torch.where(torch.rand(ids.shape, device=device) < mlm_prob, ids, torch.full_like(ids, IGNORE_INDEX))
         times = []
         for _ in range(repeats + 1):  # the first call warms up kernels and allocators
             start = time.perf_counter()
@@ -195,6 +188,215 @@ def drop_metrics_from(path: Path, epoch: int) -> None:
         writer.writerows(rows)
 
 
+# ----------------------------------------------------------------------------------------------------------
+# the units of the loop: training state, step inputs, forward/backward with the compile fallback, metrics log
+
+
+@dataclass
+class TrainingState:
+    """What a checkpoint holds and resume restores: the model, its optimisation (AdamW, schedule, scaler) and
+    the progress (epoch and batch of the next step, optimiser steps taken)."""
+    model: torch.nn.Module
+    opt: Optimisation
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    saved_at: float = field(default_factory=time.perf_counter)  # when the last save (or the resume) began
+
+    @classmethod
+    def create(cls, model, cfg: PretrainConfig, steps_per_epoch: int, device: torch.device,
+               precision: Precision) -> "TrainingState":
+        opt = Optimisation.create(model, cfg.lr, cfg.weight_decay,
+                                  lambda s: pretrain_lr_multiplier(s, cfg, steps_per_epoch), device, precision,
+                                  fused=True, grad_clip=cfg.grad_clip)
+        return cls(model, opt)
+
+    def save(self, path: Path, next_epoch: int, next_batch: int, cfg: PretrainConfig, vocab: list[str],
+             rank: int, world_size: int, device: torch.device, extra: dict | None = None) -> None:
+        """A collective (every rank calls it: the ranks' RNG states are gathered); rank 0 writes `path`."""
+        self.saved_at = time.perf_counter()
+        rng_ranks = all_gather_objects(rank_rng_state(device), world_size)
+        if rank != 0:
+            return
+        opt = self.opt
+        save_checkpoint(path, {
+            "kind": "mlm", "model_config": self.model.config.to_dict(), "train_config": asdict(cfg),
+            "vocab": vocab, "model": self.model.state_dict(), "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict() if opt.scaler else None,
+            "progress": {"epoch": next_epoch, "batch": next_batch, "step": self.step},
+            # 'rng': the format of one-process checkpoints before 'rng_ranks' (CPU + all GPUs); with several
+            # ranks only rank 0's CPU state (reading the other GPUs' generators is not this process's business)
+            "rng": rng_state() if world_size == 1 else {"torch": torch.get_rng_state()},
+            "world_size": world_size, "rng_ranks": rng_ranks, **(extra or {})})
+
+    def resume(self, path: Path, cfg: PretrainConfig, steps_per_epoch: int, rank: int, world_size: int,
+               device: torch.device) -> None:
+        """Load the checkpoint at `path` (refusing another model or training config) and restore this rank's
+        dropout RNG stream."""
+        ckpt = load_checkpoint(path, kind="mlm")
+        check_same_config(path, ckpt["train_config"], asdict(cfg), "training",
+                          ignore=("epochs", "log_every", "checkpoint_every", "checkpoint_minutes", "max_steps"))
+        check_same_config(path, ckpt["model_config"], self.model.config.to_dict(), "model")
+        optimizer, scheduler, scaler = self.opt.optimizer, self.opt.scheduler, self.opt.scaler
+        self.model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt["train_config"].get("epochs") != cfg.epochs:
+            # A longer run (train.py refuses a shorter one): the schedule is re-planned over the new total, as if
+            # the run had been started with cfg.epochs. The optimiser still holds the old plan's lr for the next
+            # step; give it the new plan's (the steps already taken keep the lr they had).
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * pretrain_lr_multiplier(ckpt["progress"]["step"], cfg, steps_per_epoch)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+        if scaler is not None and ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.batch, self.step = (ckpt["progress"][k] for k in ("epoch", "batch", "step"))
+        rng_ranks = ckpt.get("rng_ranks")
+        if rng_ranks is not None and len(rng_ranks) == world_size:
+            set_rank_rng_state(rng_ranks[rank], device)   # same number of ranks: each its own stream, exact
+        elif rng_ranks is None and world_size == 1:
+            set_rng_state(ckpt["rng"])                      # a checkpoint from before rng_ranks existed
+        else:
+            torch.manual_seed(dropout_seed(cfg.seed, rank, self.step))
+        self.saved_at = time.perf_counter()
+        saved_world = ckpt.get("world_size", 1)
+        if rank == 0:
+            print(f"resumed from {path} at epoch {self.epoch}, batch {self.batch}, step {self.step}")
+            if saved_world != world_size:
+                print(f"note: the checkpoint was written by {saved_world} rank(s), this run has {world_size}: "
+                      f"batches, masks and the global loss are the same; the dropout streams are re-seeded "
+                      f"(not bit-exact with an uninterrupted run when dropout > 0)")
+
+
+def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int, start_batch: int, pin: bool):
+    """This rank's inputs of each step of `epoch` from `start_batch` on: (b, masked, attn, labels, tokens,
+    share), CPU tensors (pinned when `pin`), pure functions of (seed, epoch, b). tokens: the global batch's
+    non-padding tokens (for tokens/s); share: n_rank / n_global, this rank's share of the global batch's masked
+    tokens (1 with one rank; see "Data parallel" in the module docstring)."""
+    for b, (ids, attn) in enumerate(batches.global_epoch(epoch, start_batch), start=start_batch):
+        # masks of the global batch, then this rank's rows: the same masks for any number of ranks
+        masked, labels = masker(ids, mask_generator(seed, epoch, b))
+        tokens = int(attn.sum())
+        share = 1.0
+        if batches.world_size > 1:
+            n_global = int((labels != IGNORE_INDEX).sum())
+            masked, attn, labels = batches.shard(masked, attn, labels)
+            n_rank = int((labels != IGNORE_INDEX).sum())
+            share = n_rank / max(n_global, 1)
+            if n_rank == 0:
+                # Nothing to predict in this shard (e.g. rows of empty articles). The sparse head would then
+                # skip the last block's parameters, and DDP, waiting for their gradients, would fail. Predict
+                # one position with weight 0 instead: every parameter gets a (zero) gradient.
+                labels = labels.clone()
+                labels[0, 0] = masked[0, 0]
+        attn = None if bool(attn.all()) else attn  # decided on the host: no device sync
+        if pin:
+            masked, labels = masked.pin_memory(), labels.pin_memory()
+            attn = None if attn is None else attn.pin_memory()
+        yield b, masked, attn, labels, tokens, share
+
+
+class ForwardBackward:
+    """Forward under autocast and (scaled) backward of one step, on the compiled module when `compile` asks
+    for one. Compilation proper happens at the first call, so the first step runs in a try: where it fails,
+    the gradients and this rank's RNG state are reset and the step reruns eagerly (one warning)."""
+
+    def __init__(self, eager_net, compile: bool | str, opt: Optimisation, device: torch.device,
+                 precision: Precision, announce: bool):
+        self.eager_net, self.opt, self.device, self.precision, self.announce = (
+            eager_net, opt, device, precision, announce)
+        compiled = compile_or_none(eager_net, compile, announce=announce) if compile else None
+        self.net = compiled if compiled is not None else eager_net
+        self.pending = compiled is not None  # the first step may still fail: then it reruns eagerly
+
+    def __call__(self, masked, attn, labels, weight: float | None):
+        """weight: the DDP loss weight W * n_r / N (None with one rank); returns the model output."""
+        if not self.pending:
+            return self._run(masked, attn, labels, weight)
+        self.pending = False
+        before = rank_rng_state(self.device)
+        try:
+            return self._run(masked, attn, labels, weight)
+        except Exception as exc:  # compiling failed (no C++ compiler, unsupported op, ...)
+            warn_compile_failed(exc, announce=self.announce)
+            self.opt.optimizer.zero_grad(set_to_none=True)
+            set_rank_rng_state(before, self.device)
+            self.net = self.eager_net
+            return self._run(masked, attn, labels, weight)
+
+    def _run(self, masked, attn, labels, weight):
+        with self.precision.autocast(self.device):
+            out = self.net(masked, attn, labels)
+        self.opt.backward(out.loss if weight is None else out.loss * weight)
+        return out
+
+
+class MetricsLog:
+    """The train loss, accumulated on the device and read once per log interval (all-reduced with the time-based
+    checkpoint vote, checked for NaN, shown, passed to on_log), and the per-epoch rows of metrics.csv."""
+
+    def __init__(self, path: Path, ckpt_path: Path, cfg: PretrainConfig, device: torch.device, rank: int,
+                 world_size: int, bar: tqdm, on_log: Callable[[dict], None] | None):
+        self.path, self.ckpt_path, self.cfg, self.device = path, ckpt_path, cfg, device
+        self.rank, self.world_size, self.bar, self.on_log = rank, world_size, bar, on_log
+        self.run_start = time.perf_counter()
+        self.last: dict = {}  # the latest log point's numbers, then the latest epoch row: the final metrics
+
+    def start_epoch(self) -> None:
+        self.loss_acc = torch.zeros((), device=self.device)
+        self.n_acc, self.tokens_acc, self.epoch_tokens = 0, 0, 0
+        self.tick = self.epoch_start = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, share: float, tokens: int) -> None:
+        """One step's loss (this rank's share of the global-batch loss: no host sync) and global tokens."""
+        self.loss_acc += loss.detach().float() * share if self.world_size > 1 else loss.detach().float()
+        self.n_acc += 1
+        self.tokens_acc += tokens
+
+    def log_point(self, epoch: int, step: int, lr: float, checkpoint_due: bool) -> bool:
+        """The log interval's one all-reduce and host sync; returns whether any rank voted `checkpoint_due`.
+
+        save() is a collective, so every rank must decide alike whether a time-based checkpoint is due: any
+        rank's clock says so -> all save. The vote rides in this all-reduce."""
+        packed = torch.stack([self.loss_acc, torch.tensor(float(checkpoint_due), device=self.device)])
+        all_reduce_sum(packed, self.world_size)      # this rank's share -> the global-batch loss
+        loss_sum, due_votes = packed.tolist()        # the one host sync per log interval
+        avg = loss_sum / self.n_acc
+        if not math.isfinite(avg):
+            kept = (f"The last good checkpoint ({self.ckpt_path}) is kept." if self.ckpt_path.is_file()
+                    else "No checkpoint had been written yet.")
+            raise TrainingDiverged(f"loss became {avg} at epoch {epoch}, step {step}; stopping. {kept} "
+                                   f"Try a lower --lr or --precision fp32.")
+        now = time.perf_counter()
+        rate = self.tokens_acc / max(now - self.tick, 1e-9)
+        self.bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", tok_s=f"{rate:,.0f}", lr=f"{lr:.2e}")
+        self.last = {"train_loss": avg, "tokens_per_s": rate}
+        if self.on_log is not None:
+            self.on_log({"epoch": epoch, "step": step, "train_loss": avg, "lr": lr})
+        self.epoch_tokens += self.tokens_acc
+        self.loss_acc.zero_()
+        self.n_acc, self.tokens_acc, self.tick = 0, 0, now
+        return due_votes > 0
+
+    def end_epoch(self, epoch: int, step: int, lr: float, eval_loss: float, eval_acc: float) -> dict:
+        """The epoch's metrics.csv row (rank 0 writes and prints it); it becomes the final metrics so far."""
+        epoch_time = time.perf_counter() - self.epoch_start
+        row = {"epoch": epoch, "step": step, "lr": lr,
+               "train_loss": self.last.get("train_loss", float("nan")), "eval_loss": eval_loss,
+               "eval_acc": eval_acc, "tokens_per_s": (self.epoch_tokens + self.tokens_acc) / max(epoch_time, 1e-9),
+               "elapsed_s": time.perf_counter() - self.run_start}
+        if self.rank == 0:
+            append_metrics(self.path, row)
+            tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}  eval loss {eval_loss:.4f}  "
+                       f"eval masked-token acc {eval_acc:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
+        self.last = row
+        return row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the loop
+
+
 def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, eval_tokens,
              cfg: PretrainConfig, out_dir: Path, device: torch.device, precision: Precision,
              checkpoint_extra: dict | None = None, resume: bool = False, rank: int = 0, world_size: int = 1,
@@ -214,16 +416,7 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
     if world_size > 1 and ddp_model is None:
         raise ValueError("world_size > 1 needs ddp_model (the DistributedDataParallel wrapper of model)")
     out_dir = Path(out_dir)
-    ckpt_path = out_dir / "checkpoint.pt"
-    metrics_path = out_dir / "metrics.csv"
-    is_main = rank == 0
-    eager_net = ddp_model if ddp_model is not None else model  # the module that runs forward/backward
-    net, compile_pending = eager_net, False
-    if compile:
-        net = compile_or_none(eager_net, compile, announce=is_main)
-        compile_pending = net is not None  # the first step may still fail: then it reruns eagerly
-        net = net if net is not None else eager_net
-
+    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
     masker = MLMMasker(vocab, mask_id, cfg.mlm_prob)
     batches = TokenBatches(train_tokens, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed,
                            drop_last=True, rank=rank, world_size=world_size)
@@ -235,211 +428,54 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-
-    # fused AdamW on CUDA: one kernel for all parameters, and with fp16 the GradScaler hands it the inf check
-    # on the device instead of reading it on the host every step
-    # (and on CPU: measured 339 -> 97 ms per BERT-1 h8 optimiser step against the per-parameter loop)
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_multiplier(s, cfg, steps_per_epoch))
-    scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
-
-    epoch, start_batch, step = 0, 0, 0
+    state = TrainingState.create(model, cfg, steps_per_epoch, device, precision)
+    step_fn = ForwardBackward(ddp_model if ddp_model is not None else model, compile, state.opt, device,
+                              precision, announce=rank == 0)
     if resume:
-        ckpt = load_checkpoint(ckpt_path, kind="mlm")
-        check_same_config(ckpt_path, ckpt["train_config"], asdict(cfg), "training",
-                          ignore=("epochs", "log_every", "checkpoint_every", "checkpoint_minutes", "max_steps"))
-        check_same_config(ckpt_path, ckpt["model_config"], model.config.to_dict(), "model")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        if ckpt["train_config"].get("epochs") != cfg.epochs:
-            # A longer run (train.py refuses a shorter one): the schedule is re-planned over the new total, as if
-            # the run had been started with cfg.epochs. The optimiser still holds the old plan's lr for the next
-            # step; give it the new plan's (the steps already taken keep the lr they had).
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base * lr_multiplier(ckpt["progress"]["step"], cfg, steps_per_epoch)
-            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-        if scaler is not None and ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, start_batch, step = (ckpt["progress"][k] for k in ("epoch", "batch", "step"))
-        saved_world = ckpt.get("world_size", 1)
-        rng_ranks = ckpt.get("rng_ranks")
-        if rng_ranks is not None and len(rng_ranks) == world_size:
-            set_rank_rng_state(rng_ranks[rank], device)   # same number of ranks: each its own stream, exact
-        elif rng_ranks is None and world_size == 1:
-            set_rng_state(ckpt["rng"])                      # a checkpoint from before rng_ranks existed
-        else:
-            torch.manual_seed(dropout_seed(cfg.seed, rank, step))
-        if is_main:
-            drop_metrics_from(metrics_path, epoch)
-            print(f"resumed from {ckpt_path} at epoch {epoch}, batch {start_batch}, step {step}")
-            if saved_world != world_size:
-                print(f"note: the checkpoint was written by {saved_world} rank(s), this run has {world_size}: "
-                      f"batches, masks and the global loss are the same; the dropout streams are re-seeded "
-                      f"(not bit-exact with an uninterrupted run when dropout > 0)")
+        state.resume(ckpt_path, cfg, steps_per_epoch, rank, world_size, device)
+        if rank == 0:
+            drop_metrics_from(metrics_path, state.epoch)
     elif world_size > 1:
         # one independent dropout stream per rank (all ranks start from the same seeded state, which would
         # give rank r's row i the same dropout pattern as rank 0's row i)
         torch.manual_seed(dropout_seed(cfg.seed, rank, 0))
-
-    last_save = time.perf_counter()
-
-    def save(next_epoch: int, next_batch: int) -> None:
-        nonlocal last_save
-        last_save = time.perf_counter()
-        rng_ranks = all_gather_objects(rank_rng_state(device), world_size)  # a collective: every rank calls
-        if not is_main:
-            return
-        save_checkpoint(ckpt_path, {
-            "kind": "mlm", "model_config": model.config.to_dict(), "train_config": asdict(cfg),
-            "vocab": vocab, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "progress": {"epoch": next_epoch, "batch": next_batch, "step": step},
-            # 'rng': the format of one-process checkpoints before 'rng_ranks' (CPU + all GPUs); with several
-            # ranks only rank 0's CPU state (reading the other GPUs' generators is not this process's business)
-            "rng": rng_state() if world_size == 1 else {"torch": torch.get_rng_state()},
-            "world_size": world_size, "rng_ranks": rng_ranks, **(checkpoint_extra or {})})
-
-    pin = device.type == "cuda"
-    if prefetch_batches is None:
-        prefetch_batches = device.type == "cuda"
-
-    def step_inputs(epoch: int, start_batch: int):
-        """This rank's inputs of each step (CPU tensors, pinned for CUDA): pure functions of (seed, epoch, b)."""
-        for b, (ids, attn) in enumerate(batches.global_epoch(epoch, start_batch), start=start_batch):
-            # masks of the global batch, then this rank's rows: the same masks for any number of ranks
-            masked, labels = masker(ids, mask_generator(cfg.seed, epoch, b))
-            tokens = int(attn.sum())  # of the global batch (for tokens/s)
-            share = 1.0
-            if world_size > 1:
-                n_global = int((labels != IGNORE_INDEX).sum())
-                masked, attn, labels = batches.shard(masked, attn, labels)
-                n_rank = int((labels != IGNORE_INDEX).sum())
-                share = n_rank / max(n_global, 1)  # n_rank / n_global
-                if n_rank == 0:
-                    # Nothing to predict in this shard (e.g. rows of empty articles). The sparse head would then
-                    # skip the last block's parameters, and DDP, waiting for their gradients, would fail. Predict
-                    # one position with weight 0 instead: every parameter gets a (zero) gradient.
-                    labels = labels.clone()
-                    labels[0, 0] = masked[0, 0]
-            attn = None if bool(attn.all()) else attn  # decided on the host: no device sync
-            if pin:
-                masked, labels = masked.pin_memory(), labels.pin_memory()
-                attn = None if attn is None else attn.pin_memory()
-            yield b, masked, attn, labels, tokens, share
-
-    def forward_backward(module, masked, attn, labels, weight):
-        with precision.autocast(device):
-            out = module(masked, attn, labels)
-        loss = out.loss if weight is None else out.loss * weight
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        return out
-
+    save_args = (cfg, vocab, rank, world_size, device, checkpoint_extra)
     model.train()
-    run_start = time.perf_counter()
-    last = {}
-    bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True,
-               disable=not (show_progress and is_main), mininterval=1.0)
-    try:
-        while epoch < cfg.epochs and step < total_steps:
-            loss_acc = torch.zeros((), device=device)
-            n_acc, tokens_acc, epoch_tokens = 0, 0, 0
-            tick, epoch_start = time.perf_counter(), time.perf_counter()
-            b = start_batch - 1  # stays so if a resumed epoch has no batch left
-            source = step_inputs(epoch, start_batch)
+    bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True,
+               disable=not (show_progress and rank == 0), mininterval=1.0)
+    log = MetricsLog(metrics_path, ckpt_path, cfg, device, rank, world_size, bar, on_log)
+    prefetch_batches = device.type == "cuda" if prefetch_batches is None else prefetch_batches
+    with bar:  # (closed on Ctrl-C too; the caller says what to do next, train.py names the last checkpoint)
+        while state.epoch < cfg.epochs and state.step < total_steps:
+            epoch, b = state.epoch, state.batch - 1  # b stays so if a resumed epoch has no batch left
+            log.start_epoch()
+            source = step_inputs(batches, masker, cfg.seed, epoch, state.batch, pin=device.type == "cuda")
             for b, masked, attn, labels, tokens, share in (prefetch(source) if prefetch_batches else source):
-                tokens_acc += tokens
-                weight = share * world_size if world_size > 1 else None  # see "Data parallel" above
                 # attn is None for rows without padding (packed): SDPA may then pick its fastest (flash) kernel
-                args = (masked.to(device, non_blocking=True),
-                        None if attn is None else attn.to(device, non_blocking=True),
-                        labels.to(device, non_blocking=True), weight)
-                if compile_pending:
-                    before = rank_rng_state(device)
-                    try:
-                        out = forward_backward(net, *args)
-                    except Exception as exc:  # compiling failed (no C++ compiler, unsupported op, ...)
-                        warn_compile_failed(exc, announce=is_main)
-                        optimizer.zero_grad(set_to_none=True)
-                        set_rank_rng_state(before, device)
-                        net = eager_net
-                        out = forward_backward(net, *args)
-                    compile_pending = False
-                else:
-                    out = forward_backward(net, *args)
-                if scaler is not None:
-                    scaler.unscale_(optimizer)
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                loss_acc += out.loss.detach().float() * share if world_size > 1 else out.loss.detach().float()
-                n_acc += 1
-                step += 1
+                out = step_fn(masked.to(device, non_blocking=True),
+                              None if attn is None else attn.to(device, non_blocking=True),
+                              labels.to(device, non_blocking=True),
+                              share * world_size if world_size > 1 else None)  # see "Data parallel" above
+                state.opt.step()
+                log.add(out.loss, share, tokens)
+                state.step += 1
                 bar.update(1)
-
                 time_due = False
-                if step % cfg.log_every == 0 or step == total_steps:
-                    # Is a time-based checkpoint due? save() is a collective, so every rank must decide alike:
-                    # any rank's clock says so -> all save. The vote rides in the log interval's all-reduce.
-                    due = cfg.checkpoint_minutes > 0 and time.perf_counter() - last_save >= 60 * cfg.checkpoint_minutes
-                    packed = torch.stack([loss_acc, torch.tensor(float(due), device=device)])
-                    all_reduce_sum(packed, world_size)      # this rank's share -> the global-batch loss
-                    loss_sum, due_votes = packed.tolist()   # the one host sync per log interval
-                    avg = loss_sum / n_acc
-                    time_due = due_votes > 0
-                    if not math.isfinite(avg):
-                        kept = (f"The last good checkpoint ({ckpt_path}) is kept." if ckpt_path.is_file()
-                                else "No checkpoint had been written yet.")
-                        raise TrainingDiverged(f"loss became {avg} at epoch {epoch}, step {step}; stopping. {kept} "
-                                               f"Try a lower --lr or --precision fp32.")
-                    now = time.perf_counter()
-                    rate = tokens_acc / max(now - tick, 1e-9)
-                    bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", tok_s=f"{rate:,.0f}",
-                                    lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                    last = {"train_loss": avg, "tokens_per_s": rate}
-                    if on_log is not None:
-                        on_log({"epoch": epoch, "step": step, "train_loss": avg,
-                                "lr": scheduler.get_last_lr()[0]})
-                    epoch_tokens += tokens_acc
-                    loss_acc.zero_()
-                    n_acc, tokens_acc, tick = 0, 0, now
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save(epoch, b + 1)
-                elif time_due and b + 1 < steps_per_epoch and step < total_steps:  # (an epoch end saves anyway)
-                    save(epoch, b + 1)
-                if step >= total_steps:
+                if state.step % cfg.log_every == 0 or state.step == total_steps:
+                    due = (cfg.checkpoint_minutes > 0
+                           and time.perf_counter() - state.saved_at >= 60 * cfg.checkpoint_minutes)
+                    time_due = log.log_point(epoch, state.step, state.opt.lr(), due)
+                if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or (
+                        time_due and b + 1 < steps_per_epoch and state.step < total_steps):  # (epoch ends save)
+                    state.save(ckpt_path, epoch, b + 1, *save_args)
+                if state.step >= total_steps:
                     break
-            finished_epoch = b + 1 >= steps_per_epoch
             eval_loss, eval_acc = evaluate_mlm(model, eval_batches, masker, device, precision, cfg.seed)
-            next_epoch, next_batch = (epoch + 1, 0) if finished_epoch else (epoch, b + 1)
-            save(next_epoch, next_batch)
-            epoch_time = time.perf_counter() - epoch_start
-            row = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
-                   "train_loss": last.get("train_loss", float("nan")), "eval_loss": eval_loss,
-                   "eval_acc": eval_acc, "tokens_per_s": (epoch_tokens + tokens_acc) / max(epoch_time, 1e-9),
-                   "elapsed_s": time.perf_counter() - run_start}
-            if is_main:
-                append_metrics(metrics_path, row)
-                tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}  eval loss {eval_loss:.4f}  "
-                           f"eval masked-token acc {eval_acc:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
-            last = row
-            epoch, start_batch = next_epoch, next_batch
-    except KeyboardInterrupt:  # the caller says what to do next (train.py names the last checkpoint, if any)
-        bar.close()
-        raise
-    bar.close()
-    return last
+            next_epoch, next_batch = (epoch + 1, 0) if b + 1 >= steps_per_epoch else (epoch, b + 1)
+            state.save(ckpt_path, next_epoch, next_batch, *save_args)
+            log.end_epoch(epoch, state.step, state.opt.lr(), eval_loss, eval_acc)
+            state.epoch, state.batch = next_epoch, next_batch
+    return log.last
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -448,8 +484,8 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
 
 def compile_or_none(module, compile: bool | str, announce: bool = True):
     """torch.compile(module) (backend inductor for True, else the named backend), or None with a one-line
-    warning when torch.compile itself refuses. Compilation proper happens at the first call; pretrain runs
-    the first step in a try and falls back to eager there too (warn_compile_failed)."""
+    warning when torch.compile itself refuses. Compilation proper happens at the first call; ForwardBackward
+    runs the first step in a try and falls back to eager there too (warn_compile_failed)."""
     backend = "inductor" if compile is True else str(compile)
     try:
         return torch.compile(module, backend=backend)

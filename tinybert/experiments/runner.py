@@ -44,7 +44,7 @@ import torch
 
 from data_prep.corpus import default_cache_dir
 from tinybert.config import ModelConfig
-from tinybert.model import BertForMaskedLM, BertForSequenceClassification
+from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification
 from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset
@@ -111,7 +111,7 @@ def probe_step(config: ModelConfig, kind: str, batch: int, length: int, num_labe
                  BertForSequenceClassification(config, num_labels)).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
         ids = torch.randint(1000, config.vocab_size, (batch, length), device=device)
-        labels = (torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, -100))
+        labels = (torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, IGNORE_INDEX))
                   if kind == "pretrain" else torch.randint(0, num_labels, (batch,), device=device))
 
         def step():
