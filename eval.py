@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from data_prep.registry import task_names
 from tinybert import plan
 from tinybert.baseline import bag_of_words_baseline
 from tinybert.checkpoint import CheckpointError, load_checkpoint
@@ -50,7 +51,6 @@ from tinybert.runtime import (PRECISIONS, choose_device, choose_precision, git_c
                               tune_cpu_allocator)
 from tinybert.tokenizer import WordPieceTokenizer
 
-TASK_CHOICES = ("agnews", "dbpedia", "fewrel", "csv")
 MODEL_FLAGS = ("preset", "layers", "heads", "head_size", "conv_layers", "conv_kernel", "conv_channels", "dropout")
 DATA_FLAGS = ("data_dir", "setting", "train_per_label", "test_per_label", "val_per_label", "train_file", "test_file",
               "text_col", "label_col")
@@ -70,7 +70,7 @@ def task_reader():
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="eval.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     w = p.add_argument_group("what to evaluate")
-    w.add_argument("--task", required=True, choices=TASK_CHOICES)
+    w.add_argument("--task", required=True, choices=task_names())  # data_prep/registry.py, read when built
     w.add_argument("--checkpoint", nargs="+", metavar="CKPT",
                    help="MLM checkpoint(s) (train.py's checkpoint.pt); several = a soft committee. One of "
                         "--checkpoint and --no-pretrain is required")

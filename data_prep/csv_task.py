@@ -1,8 +1,9 @@
 """The generic task (`--task csv`): your own labelled texts from CSV, TSV or JSON-lines files.
 
 Where it sits in the flow: raw files -> **data_prep/csv_task.py** -> texts + labels (RawTask) -> data_prep/tasks.py
-samples per label -> tokenizer -> batches -> model. `iter_csv_rows` is also the row reader behind the AG News and
-DBpedia readers.
+samples per label -> tokenizer -> batches -> model. `read_csv_files` is the registry's reader for `--task csv`;
+`load_csv_task` can back a task of its own (one registry row, see README 'Adding a task'). `iter_csv_rows` is also
+the row reader behind data_prep/zhang_csv.py (AG News, DBpedia).
 
 Format, by extension: `.csv` comma-separated; `.tsv`/`.tab` tab-separated; `.jsonl`/`.ndjson`/`.json` one JSON
 value per line. Any other name is sniffed: a first character `{` or `[` means JSON lines, a tab in the first line
@@ -30,7 +31,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from data_prep.tasks import Example, RawTask, TaskDataError, read_text
+from data_prep.task_types import Example, RawTask, TaskDataError, read_text
 
 # One text is far below this, but a whole document in a field would trip csv's 128 KiB default with a confusing error.
 csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))
@@ -234,3 +235,10 @@ def load_csv_task(train_file, test_file=None, text_col=None, label_col=None) -> 
         sources=[str(train_file)] + ([str(test_file)] if test_file is not None else []),
         notes=notes,
     )
+
+
+def read_csv_files(data_dir=None, *, train_file=None, test_file=None, text_col=None, label_col=None) -> RawTask:
+    """The registry's reader for `--task csv`: the files come from the flags, so `data_dir` is not used."""
+    if train_file is None:
+        raise ValueError("the csv task needs train_file (--train FILE)")
+    return load_csv_task(train_file, test_file, text_col, label_col)

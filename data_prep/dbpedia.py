@@ -3,7 +3,7 @@
 Where it sits in the flow: raw files -> **data_prep/dbpedia.py** -> texts + labels (RawTask) -> data_prep/tasks.py
 samples 100/100 per label -> tokenizer -> batches -> model.
 
-Format: as AG News (agnews.read_zhang_csv): no header, `class (1-14)`, `title`, `content`. Class i becomes label i-1,
+Format: as AG News (data_prep/zhang_csv.py): no header, `class (1-14)`, `title`, `content`. Class i becomes label i-1,
 named as in `classes.txt` (Company ... WrittenWork). The text is `title + " " + content`, or the content alone when
 the title is empty, which it is in every row of the shared copy (its source kept no titles). The content almost
 always starts with the entity's name anyway. (The paper's code uses the content only.)
@@ -23,8 +23,8 @@ Skips and errors: as AG News (`#NAME?` rows skipped and counted; anything else i
 
 from __future__ import annotations
 
-from data_prep.agnews import find_file, read_zhang_csv
-from data_prep.tasks import RawTask
+from data_prep.task_types import RawTask
+from data_prep.zhang_csv import find_file, read_zhang_csv
 from tinybert.data_dir import DatasetNotFound, dataset_dir
 
 LABEL_NAMES = ["Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
@@ -40,14 +40,14 @@ def load_dbpedia(data_dir=None) -> RawTask:
     folders = [root, root / "dbpedia_csv"]
     train, test = find_file(folders, "train.csv"), find_file(folders, "test.csv")
     if train is not None and test is not None:
-        train_rows, notes = read_zhang_csv(train, LABEL_NAMES, FIELDS)
-        test_rows, more = read_zhang_csv(test, LABEL_NAMES, FIELDS)
+        train_rows, notes = read_zhang_csv(train, LABEL_NAMES, FIELDS, EXPECTED)
+        test_rows, more = read_zhang_csv(test, LABEL_NAMES, FIELDS, EXPECTED)
         return RawTask(LABEL_NAMES, train_rows, test_rows, [str(train), str(test)], notes + more)
 
     pool = find_file(folders, SHARED_FILE)
     if pool is None:
         raise DatasetNotFound(f"{root}: no DBpedia files. Expected there: {EXPECTED}.")
-    rows, notes = read_zhang_csv(pool, LABEL_NAMES, FIELDS)
+    rows, notes = read_zhang_csv(pool, LABEL_NAMES, FIELDS, EXPECTED)
     notes.append(f"no official train/test split here: train and test are drawn disjointly per label from the "
                  f"{len(rows)} rows of {pool.name} (seeded shuffle per label, test rows first)")
     return RawTask(LABEL_NAMES, rows, None, [str(pool)], notes)

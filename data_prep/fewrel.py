@@ -34,7 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from data_prep.tasks import Example, RawTask, TaskDataError, read_text
+from data_prep.task_types import Example, RawTask, TaskDataError, read_text
 from tinybert.data_dir import dataset_dir
 
 HEAD_MARK, TAIL_MARK = "@", "#"

@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from data_prep import sample_tasks, sample_wiki
-from data_prep.agnews import find_file
 from data_prep.dbpedia import SHARED_FILE as DBPEDIA_FILE
 from data_prep.fewrel import FILES as FEWREL_FILES
 from data_prep.wikipedia import ReadStats
+from data_prep.zhang_csv import find_file
 from tinybert.data_dir import SAMPLE_DATA_DIR, candidate_data_dirs
 from tinybert.tokenizer import WordPieceTokenizer
 

@@ -2,7 +2,8 @@
 
 Where it sits in the flow: raw files -> data_prep readers (agnews.py, dbpedia.py, fewrel.py, csv_task.py) ->
 **data_prep/tasks.py** (dedupe, per-label sampling) -> texts + labels (`TaskData`) -> tokenizer -> batches -> model.
-fine-tuning/eval.py calls `load_task`; nothing here tokenizes.
+fine-tuning/eval.py calls `load_task`; nothing here tokenizes. Which reader a task name means, and its default sizes
+and settings, come from the task table, data_prep/registry.py; the shared types from data_prep/task_types.py.
 
 Each reader returns a `RawTask`: every usable row of its files, as `Example(text, label)`, plus the label names,
 the files read and notes. This module then samples as the paper does (`random.sample` within each label,
@@ -36,71 +37,21 @@ from __future__ import annotations
 import argparse
 import random
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_prep.registry import TaskRow, all_tasks, get_task, task_names
+# Re-exported: code and tests import the shared types from here, as before data_prep/task_types.py existed.
+from data_prep.task_types import Example, RawTask, TaskData, TaskDataError, read_text  # noqa: F401
 from tinybert.data_dir import DatasetNotFound
 
-TASKS = ("agnews", "dbpedia", "fewrel", "csv")
-DEFAULT_SIZES = {"agnews": (1000, 1000), "dbpedia": (100, 100), "fewrel": (630, 70)}  # (train, test) per label
-FEWREL_SETTINGS = ("train64", "val16")
+# Snapshots of the built-in rows of data_prep/registry.py, for code that imported these names; load_task itself
+# reads the registry, so a task registered later is loaded too.
+TASKS = task_names()
+DEFAULT_SIZES = {s.name: s.default_sizes for s in all_tasks() if s.default_sizes != (None, None)}  # (train, test)
 DEFAULT_VAL_FRACTION = 0.1  # of each label's training sample, when val_per_label is not given
 CSV_TEST_FRACTION = 0.2  # of each label's rows, for a CSV task without a test file and without test_per_label
 MAX_LISTED_LABELS = 5  # above this many short labels, the shortfall notes are merged into one line
 MIN_TEST_PER_LABEL = 10  # fewer test rows per class than this: accuracy moves in steps too coarse to compare runs
-
-
-class TaskDataError(ValueError):
-    """Input that cannot be turned into labelled examples; the message names file, line and field."""
-
-
-@dataclass
-class Example:
-    text: str
-    label: int
-
-
-@dataclass
-class TaskData:
-    name: str  # 'agnews' | 'dbpedia' | 'fewrel' | 'csv'
-    setting: str  # e.g. 'agnews-1000/1000', 'fewrel-train64', 'fewrel-val16', 'csv:<file>'
-    label_names: list[str]
-    train: list[Example]
-    val: list[Example]
-    test: list[Example]
-    notes: list[str]  # human-readable warnings (shortfalls, skips, which split was used)
-    sources: list[str]  # files read
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-
-@dataclass
-class RawTask:
-    """What a reader hands to `load_task`: every usable row, before sampling."""
-
-    label_names: list[str]
-    train: list[Example]
-    test: list[Example] | None  # None: a single pool; disjoint train and test are both drawn from `train`
-    sources: list[str]
-    notes: list[str] = field(default_factory=list)
-
-
-def read_text(path: Path, expected: str = "") -> str:
-    """A whole file as str. A missing file is DatasetNotFound; a non-UTF-8 byte is a TaskDataError with its line."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        hint = f" Expected: {expected}." if expected else ""
-        raise DatasetNotFound(f"{path}: no such file.{hint}") from None
-    try:
-        return data.decode("utf-8-sig")  # -sig: a BOM (Excel likes to write one) is not part of the first field
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise TaskDataError(f"{path}: line {line}, byte {column} of the line: 0x{data[e.start]:02x} is not valid "
-                            f"UTF-8; save the file as UTF-8") from None
 
 
 def dedupe(pool: list[Example], where: str) -> tuple[list[Example], list[str]]:
@@ -257,44 +208,47 @@ def _positive(value, what: str, minimum: int = 1) -> int | None:
     return value
 
 
+def _check_options(row: TaskRow, setting, options: dict) -> None:
+    """Refuse a setting or reader option that this task does not take, naming the tasks that do take it."""
+    extra = [k for k, v in options.items() if v is not None and k not in row.options]
+    if extra:
+        owners = " or ".join(t.name for t in all_tasks() if set(extra) <= set(t.options)) or "no"
+        raise ValueError(f"{', '.join(extra)} only apply to the {owners} task")
+    if setting is not None and not row.settings:
+        owners = " or ".join(f"{t.name} ({' or '.join(t.setting_names)})" for t in all_tasks() if t.settings)
+        raise ValueError(f"setting only applies to {owners or 'no task'}; got {setting!r}")
+
+
+def _setting_label(row: TaskRow, setting: str | None, train_n, test_n, options: dict) -> str:
+    """TaskData.setting: what results.json and the tables call this sample (unchanged from before the registry)."""
+    sizes = f"{train_n if train_n is not None else 'all'}/{test_n if test_n is not None else 'all'}"
+    if row.settings:  # e.g. 'fewrel-train64'; the sizes only when they are not the paper's
+        return f"{row.name}-{setting}" + ("" if (train_n, test_n) == row.default_sizes else f"-{sizes}")
+    if options.get("train_file") is not None:  # a task over the user's own files: named by the file
+        return f"{row.name}:{Path(options['train_file']).name}"
+    return f"{row.name}-{sizes}"
+
+
 def load_task(name, data_dir=None, *, setting=None, train_per_label=None, test_per_label=None,
               val_per_label=None, seed=0, train_file=None, test_file=None, text_col=None, label_col=None) -> TaskData:
-    """Read, dedupe and sample one fine-tuning task. `data_dir` as in tinybert/data_dir.py (the CSV task uses
-    `train_file`/`test_file` instead). Sizes default to the paper's (DEFAULT_SIZES); for CSV, to every row."""
-    # Imported here, not at the top: the readers import this module's Example/RawTask/TaskDataError.
-    from data_prep import agnews, csv_task, dbpedia, fewrel
-
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    csv_args = dict(train_file=train_file, test_file=test_file, text_col=text_col, label_col=label_col)
-    if name != "csv" and any(v is not None for v in csv_args.values()):
-        raise ValueError(f"{', '.join(k for k, v in csv_args.items() if v is not None)} only apply to the csv task")
-    if name != "fewrel" and setting is not None:
-        raise ValueError(f"setting only applies to fewrel ({' or '.join(FEWREL_SETTINGS)}); got {setting!r}")
+    """Read, dedupe and sample one fine-tuning task of data_prep/registry.py. `data_dir` as in tinybert/data_dir.py
+    (the CSV task uses `train_file`/`test_file` instead). Sizes default to the row's (the paper's); else every row."""
+    row = get_task(name)
+    options = dict(train_file=train_file, test_file=test_file, text_col=text_col, label_col=label_col)
+    _check_options(row, setting, options)
     train_n = _positive(train_per_label, "train_per_label")
     test_n = _positive(test_per_label, "test_per_label")
     val_n = _positive(val_per_label, "val_per_label", minimum=0)
-    default_train, default_test = DEFAULT_SIZES.get(name, (None, None))  # csv: every row
+    default_train, default_test = row.default_sizes
     train_n = default_train if train_n is None else train_n
     test_n = default_test if test_n is None else test_n
 
-    if name == "agnews":
-        raw = agnews.load_agnews(data_dir)
-        label = f"agnews-{train_n}/{test_n}"
-    elif name == "dbpedia":
-        raw = dbpedia.load_dbpedia(data_dir)
-        label = f"dbpedia-{train_n}/{test_n}"
-    elif name == "fewrel":
-        setting = (setting or "train64").removeprefix("fewrel-")
-        if setting not in FEWREL_SETTINGS:
-            raise ValueError(f"unknown fewrel setting {setting!r}; expected {' or '.join(FEWREL_SETTINGS)}")
-        raw = fewrel.load_fewrel(data_dir, setting)
-        label = f"fewrel-{setting}" + ("" if (train_n, test_n) == DEFAULT_SIZES["fewrel"] else f"-{train_n}/{test_n}")
-    else:
-        if train_file is None:
-            raise ValueError("the csv task needs train_file (--train FILE)")
-        raw = csv_task.load_csv_task(train_file, test_file, text_col, label_col)
-        label = f"csv:{Path(train_file).name}"
+    setting = row.resolve_setting(setting)
+    kwargs = {k: options[k] for k in row.options}
+    if row.settings:
+        kwargs["setting"] = setting
+    raw = row.reader(data_dir, **kwargs)
+    label = _setting_label(row, setting, train_n, test_n, options)
 
     notes = list(raw.notes)
     # Readers list their data files first: [train (or the single pool), test, extras such as pid2name.json].
@@ -312,8 +266,10 @@ def load_task(name, data_dir=None, *, setting=None, train_per_label=None, test_p
 
 def main(argv=None) -> int:
     """`python -m data_prep.tasks agnews`: load a task and print what eval.py would get."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("task", choices=TASKS)
+    epilog = "\n".join(f"{t.name}: {t.expected}" for t in all_tasks() if t.expected)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog="expected files:\n" + epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=task_names())
     p.add_argument("--data-dir")
     p.add_argument("--setting", help="fewrel: train64 (default) or val16")
     p.add_argument("--train-per-label", type=int)

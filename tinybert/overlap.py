@@ -142,8 +142,11 @@ def select_by_overlap(scores: np.ndarray, n_content: np.ndarray, n: int, arm: st
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from data_prep.registry import task_names  # here, not at the top: the library functions above need no readers
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--task", required=True, choices=("agnews", "dbpedia", "fewrel"))
+    # Tasks read from the data dir alone: this command has no --train/--test files for the csv task.
+    p.add_argument("--task", required=True, choices=task_names(data_dir_only=True))
     p.add_argument("--wiki-size", type=int, required=True, help="pre-training articles (the nested seeded selection)")
     p.add_argument("--seed", type=int, default=42, help="article selection seed (42)")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per pre-training row (128)")

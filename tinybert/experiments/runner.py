@@ -43,6 +43,7 @@ import pandas as pd
 import torch
 
 from data_prep.corpus import default_cache_dir
+from data_prep.registry import get_task
 from tinybert.config import ModelConfig
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification
 from tinybert.runtime import git_commit, git_uncommitted_changes
@@ -53,9 +54,7 @@ from .tables import write_tables
 from .units import (Workspace, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
                     record_failure, run_finetune, run_pretrain, spec_hash, write_json_atomic)
 
-NUM_LABELS = {"agnews": 4, "dbpedia": 14, "fewrel": 64}
 TABLES_EVERY_S = 120  # rewrite results.csv & co. at most this often during a run (and always at the end)
-TYPICAL_TOKENS = {"agnews": 54, "dbpedia": 66, "fewrel": 36}  # mean bert-base tokens per text, [CLS]/[SEP] incl.
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -90,13 +89,17 @@ class Estimator:
 
     def finetune(self, spec: dict) -> float:
         task, f = spec["task"], spec["finetune"]
-        labels = task["labels"] or (16 if task["setting"] == "val16" else NUM_LABELS[task["name"]])
+        row = get_task(task["name"])  # label count and typical length: the task table, data_prep/registry.py
+        labels = task["labels"] or row.label_count(task["setting"])
+        if labels is None:  # e.g. the csv task: only its data knows; a guess would skew the time estimate silently
+            raise ValueError(f"task {row.name!r}: no label count in data_prep/registry.py; set labels in the "
+                             f"preset's TaskSpec")
         n_val = task["val_per_label"]
         if n_val is None:
             n_val = max(1, int(task["train_per_label"] * 0.1))
         n_train = labels * (task["train_per_label"] - n_val)
         n_eval = labels * (n_val + task["test_per_label"])
-        length = min(f["max_length"], TYPICAL_TOKENS[task["name"]])
+        length = min(f["max_length"], row.typical_tokens or f["max_length"])
         t = self._step("finetune", spec["model"], length, labels)
         return f["epochs"] * (math.ceil(n_train / f["batch_size"]) * t + n_eval / f["batch_size"] * t / 3) + 1.0
 
