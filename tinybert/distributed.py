@@ -153,13 +153,6 @@ def all_reduce_sum(tensor: torch.Tensor, world_size: int = 1) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_mean(tensor: torch.Tensor, world_size: int = 1) -> torch.Tensor:
-    if world_size > 1 and _active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor /= world_size
-    return tensor
-
-
 def all_gather_objects(obj, world_size: int = 1) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every process (pickled, over the CPU group). Not for per-step use."""
     if world_size == 1 or not _active():

@@ -28,7 +28,6 @@ on the device and read (one host sync) every `log_every` steps.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from .config import ModelConfig
 from .data import epoch_permutation
 from .model import BertForSequenceClassification, LoadReport
 from .optim import SCHEDULES, Optimisation, finetune_lr_multiplier
+from .plan import time_training_step
 from .pretrain import TrainingDiverged
 from .runtime import Precision
 
@@ -237,27 +237,13 @@ def build_classifier(checkpoint, config: ModelConfig | None, num_labels: int
 def estimate_step_seconds(model, batch_size: int, length: int, device: torch.device, precision: Precision,
                           repeats: int = 2) -> float:
     """Time one training step (forward, backward, AdamW) of a copy of `model` on a random batch of `batch_size` x
-    `length` tokens, for eval.py's plan line. A deep copy inside fork_rng: the real model and the RNG streams that
-    make runs reproducible are untouched."""
-    probe = copy.deepcopy(model).to(device).train()
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-9)
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    `length` tokens, for eval.py's plan line (plan.time_training_step: the real model and RNG streams untouched)."""
+    def make_loss(probe):
         ids = torch.randint(5, probe.config.vocab_size, (batch_size, length), device=device)
         labels = torch.randint(0, probe.num_labels, (batch_size,), device=device)
-        times = []
-        for _ in range(repeats + 1):  # the first call warms up kernels and allocators
-            start = time.perf_counter()
-            with precision.autocast(device):
-                logits = probe(ids, None)
-            F.cross_entropy(logits.float(), labels).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    del probe, optimizer
-    return min(times[1:])
+        return lambda: F.cross_entropy(probe(ids, None).float(), labels)
+
+    return time_training_step(model, device, precision, make_loss, optimizer_step=True, repeats=repeats)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -46,7 +46,6 @@ with fine-tuning.
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import sys
@@ -65,6 +64,7 @@ from .distributed import (all_gather_objects, all_reduce_sum, dropout_seed, rank
 from .masking import MLMMasker
 from .model import IGNORE_INDEX
 from .optim import SCHEDULES, Optimisation, pretrain_lr_multiplier
+from .plan import time_training_step
 from .runtime import Precision, rng_state, set_rng_state
 
 METRICS_FIELDS = ["epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", "tokens_per_s", "elapsed_s"]
@@ -100,25 +100,15 @@ def estimate_step_seconds(model, batch_size: int, seq_len: int, device, precisio
                           mlm_prob: float = 0.15, repeats: int = 2) -> float:
     """Time forward + backward of a copy of the model on a random full-length batch (for the plan line).
 
-    Runs on a deep copy inside fork_rng, so the real model, its gradients and the RNG streams that make runs
-    reproducible are untouched.
+    The timing is plan.time_training_step's: a deep copy inside fork_rng, so the real model, its gradients and
+    the RNG streams that make runs reproducible are untouched.
     """
-    probe = copy.deepcopy(model).train()
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    def make_loss(probe):
         ids = torch.randint(5, probe.config.vocab_size, (batch_size, seq_len), device=device)
         labels = torch.where(torch.rand(ids.shape, device=device) < mlm_prob, ids, torch.full_like(ids, IGNORE_INDEX))
-        times = []
-        for _ in range(repeats + 1):  # the first call warms up kernels and allocators
-            start = time.perf_counter()
-            with precision.autocast(device):
-                loss = probe(ids, None, labels).loss
-            loss.backward()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-    del probe
-    return min(times[1:])
+        return lambda: probe(ids, None, labels).loss
+
+    return time_training_step(model, device, precision, make_loss, repeats=repeats)
 
 
 @torch.no_grad()

@@ -210,28 +210,15 @@ def _merge(words, counts, vocab, token_id, vocab_size, min_frequency, score, sho
     """Merge the best adjacent pair until the vocab is full. Mutates words, vocab and token_id; returns #merges.
 
     Bookkeeping (as HF tokenizers' BPE trainer): pair counts weighted by word counts, pair -> indices of words that
-    (may) contain it, and a lazy max-heap whose entries are checked against the live score when popped. A pair is
-    the 2-character string of its two symbols (see train_wordpiece), and a merge only touches the words that hold it,
-    and in them only the pairs next to each merge site.
+    (may) contain it (``_count_pairs``), and a lazy max-heap whose entries are checked against the live score when
+    popped. A pair is the 2-character string of its two symbols (see train_wordpiece), and a merge only touches the
+    words that hold it, and in them only the pairs next to each merge site (``_merge_pair``).
     """
-    pair_counts = collections.defaultdict(int)
-    where = collections.defaultdict(set)
-    for i, (w, n) in enumerate(zip(words, counts)):
-        for j in range(len(w) - 1):
-            pair = w[j:j + 2]
-            pair_counts[pair] += n
-            where[pair].add(i)
+    pair_counts, where = _count_pairs(words, counts)
     likelihood = score == "likelihood"
     min_count = max(min_frequency, 1)  # a pair that no longer occurs is never merged, whatever min_frequency says
     if likelihood:
-        symbol_counts = collections.Counter()
-        for w, n in zip(words, counts):
-            for sym in w:
-                symbol_counts[sym] += n
-        pairs_of = collections.defaultdict(set)  # symbol -> pairs holding it, to re-score when its count drops
-        for pair in pair_counts:
-            pairs_of[pair[0]].add(pair)
-            pairs_of[pair[1]].add(pair)
+        symbol_counts, pairs_of = _count_symbols(words, counts, pair_counts)
 
     def priority(pair):
         # heapq is a min-heap: negate the score; ties go to the lexicographically smaller (left, right) strings.
@@ -257,57 +244,17 @@ def _merge(words, counts, vocab, token_id, vocab_size, min_frequency, score, sho
             continue
 
         a, b = pair
-        new_token = vocab[ord(a)] + vocab[ord(b)][len(PREFIX):]
-        new = token_id.get(new_token)
-        if new is None:  # two different pairs can spell the same piece ("ab"+"##c", "a"+"##bc"); reuse its id
-            new = token_id[new_token] = len(vocab)
-            vocab.append(new_token)
-        c = chr(new)
+        c = chr(_add_piece(vocab[ord(a)] + vocab[ord(b)][len(PREFIX):], vocab, token_id))
         n_merges += 1
-
-        changed = set()  # pairs holding the new symbol: the only ones whose counts rose
-        for i in where.pop(pair, ()):
-            w = words[i]
-            j = w.find(pair)
-            if j < 0:
-                continue  # stale index entry: an earlier merge already consumed this word's a, b
-            n, end, sites, prev = counts[i], len(w) - 2, 0, -3
-            # Visit the merge sites left to right, as str.replace will merge them. Around a site at j, the pairs
-            # (x, a) and (b, y) become (x, new) and (new, y); two adjacent sites make one (new, new) between them.
-            while j >= 0:
-                nxt = w.find(pair, j + 2)
-                if j > 0:
-                    if prev == j - 2:
-                        p = c + c  # (b, a) between the sites was already taken off by the previous site
-                    else:
-                        pair_counts[w[j - 1] + a] -= n
-                        p = w[j - 1] + c
-                    pair_counts[p] += n
-                    where[p].add(i)
-                    changed.add(p)
-                if j < end:
-                    pair_counts[b + w[j + 2]] -= n
-                    if nxt != j + 2:
-                        p = c + w[j + 2]
-                        pair_counts[p] += n
-                        where[p].add(i)
-                        changed.add(p)
-                prev, j, sites = j, nxt, sites + 1
-            words[i] = w.replace(pair, c)
-            if likelihood:
-                symbol_counts[a] -= sites * n
-                symbol_counts[b] -= sites * n
-                symbol_counts[c] += sites * n
+        changed, merged = _merge_pair(pair, c, words, counts, pair_counts, where)
         del pair_counts[pair]
         # Every other pair's count only fell, so its heap entry is at worst stale-high and the pop-time check catches
         # it. Under the likelihood score, pairs touching a or b rise too (smaller denominator): re-queue them.
         if likelihood:
-            for p in changed:
-                pairs_of[p[0]].add(p)
-                pairs_of[p[1]].add(p)
-            for sym in (a, b):
-                pairs_of[sym] = {p for p in pairs_of[sym] if pair_counts.get(p, 0) > 0}  # forget dead pairs
-                changed.update(p for p in pairs_of[sym] if pair_counts[p] >= min_count)
+            symbol_counts[a] -= merged
+            symbol_counts[b] -= merged
+            symbol_counts[c] += merged
+            _add_rescored_pairs(changed, a, b, pairs_of, pair_counts, min_count)
         for p in changed:
             heapq.heappush(heap, priority(p))
 
@@ -315,6 +262,92 @@ def _merge(words, counts, vocab, token_id, vocab_size, min_frequency, score, sho
             print(f"  merges {n_merges:,}, vocab {len(vocab):,}/{vocab_size:,}, "
                   f"{time.time() - t0:.1f}s", file=sys.stderr)
     return n_merges
+
+
+def _count_pairs(words, counts):
+    """Adjacent-pair counts weighted by word count, and pair -> indices of the words holding it."""
+    pair_counts = collections.defaultdict(int)
+    where = collections.defaultdict(set)
+    for i, (w, n) in enumerate(zip(words, counts)):
+        for j in range(len(w) - 1):
+            pair = w[j:j + 2]
+            pair_counts[pair] += n
+            where[pair].add(i)
+    return pair_counts, where
+
+
+def _count_symbols(words, counts, pair_counts):
+    """For the likelihood score: symbol counts weighted by word count, and symbol -> the pairs holding it."""
+    symbol_counts = collections.Counter()
+    for w, n in zip(words, counts):
+        for sym in w:
+            symbol_counts[sym] += n
+    pairs_of = collections.defaultdict(set)  # symbol -> pairs holding it, to re-score when its count drops
+    for pair in pair_counts:
+        pairs_of[pair[0]].add(pair)
+        pairs_of[pair[1]].add(pair)
+    return symbol_counts, pairs_of
+
+
+def _add_piece(new_token, vocab, token_id) -> int:
+    """The id of new_token, appended to vocab first if it is new."""
+    new = token_id.get(new_token)
+    if new is None:  # two different pairs can spell the same piece ("ab"+"##c", "a"+"##bc"); reuse its id
+        new = token_id[new_token] = len(vocab)
+        vocab.append(new_token)
+    return new
+
+
+def _merge_pair(pair, c, words, counts, pair_counts, where):
+    """Replace every occurrence of pair (symbols a, b) by the symbol c in the words that hold it, updating the
+    counts and the index of the pairs next to each merge site (the count of pair itself is left to the caller).
+
+    Returns the pairs holding c (the only ones whose counts rose) and the number of merge sites weighted by word
+    count (by how much the counts of a and b fell and the count of c rose).
+    """
+    a, b = pair
+    changed, merged = set(), 0
+    for i in where.pop(pair, ()):
+        w = words[i]
+        j = w.find(pair)
+        if j < 0:
+            continue  # stale index entry: an earlier merge already consumed this word's a, b
+        n, end, sites, prev = counts[i], len(w) - 2, 0, -3
+        # Visit the merge sites left to right, as str.replace will merge them. Around a site at j, the pairs
+        # (x, a) and (b, y) become (x, new) and (new, y); two adjacent sites make one (new, new) between them.
+        while j >= 0:
+            nxt = w.find(pair, j + 2)
+            if j > 0:
+                if prev == j - 2:
+                    p = c + c  # (b, a) between the sites was already taken off by the previous site
+                else:
+                    pair_counts[w[j - 1] + a] -= n
+                    p = w[j - 1] + c
+                pair_counts[p] += n
+                where[p].add(i)
+                changed.add(p)
+            if j < end:
+                pair_counts[b + w[j + 2]] -= n
+                if nxt != j + 2:
+                    p = c + w[j + 2]
+                    pair_counts[p] += n
+                    where[p].add(i)
+                    changed.add(p)
+            prev, j, sites = j, nxt, sites + 1
+        words[i] = w.replace(pair, c)
+        merged += sites * n
+    return changed, merged
+
+
+def _add_rescored_pairs(changed, a, b, pairs_of, pair_counts, min_count) -> None:
+    """Likelihood score: index the new pairs in `changed` by symbol, forget dead pairs of a and b, and add to
+    `changed` the live pairs holding a or b (their scores rose with the counts of a and b falling)."""
+    for p in changed:
+        pairs_of[p[0]].add(p)
+        pairs_of[p[1]].add(p)
+    for sym in (a, b):
+        pairs_of[sym] = {p for p in pairs_of[sym] if pair_counts.get(p, 0) > 0}  # forget dead pairs
+        changed.update(p for p in pairs_of[sym] if pair_counts[p] >= min_count)
 
 
 # -----------------------------------------------------------------------------
