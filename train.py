@@ -76,6 +76,56 @@ def resume_may_change() -> str:
 VOCAB_SIZE = int_at_least(6, "the 5 special tokens and at least one more")
 
 
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    """The 'training' and 'run' flag groups. Those that fill a PretrainConfig default to its fields
+    (tests/test_cli_defaults.py checks)."""
+    cfg = PretrainConfig
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=positive_int, default=cfg.epochs,
+                   help=f"epochs ({cfg.epochs}). With --resume, a larger value extends the run: the lr schedule is "
+                        "re-planned over the new total, as if the run had been started with it (the steps already "
+                        "taken keep their lr); a smaller one is an error")
+    t.add_argument("--batch-size", type=positive_int, default=cfg.batch_size, help=f"global batch ({cfg.batch_size})")
+    t.add_argument("--lr", type=finite_positive_float, default=cfg.lr, help=f"peak AdamW learning rate ({cfg.lr:g})")
+    t.add_argument("--weight-decay", type=finite_nonnegative_float, default=cfg.weight_decay)
+    t.add_argument("--warmup-steps", type=nonnegative_int, default=cfg.warmup_steps)
+    t.add_argument("--schedule", choices=SCHEDULES, default=cfg.schedule,
+                   help="linear: decay per optimiser step; paper-epoch: the authors' code (stepped per epoch, "
+                        "epoch 0 at lr 0)")
+    t.add_argument("--mlm-prob", type=probability, default=cfg.mlm_prob,
+                   help="share of tokens selected for prediction")
+    t.add_argument("--grad-clip", type=finite_nonnegative_float, default=cfg.grad_clip,
+                   help="max gradient norm (0 = off, as the paper)")
+    t.add_argument("--seed", type=seed_int, default=cfg.seed,
+                   help=f"seeds article selection, init, order and masks ({cfg.seed}, as the "
+                        "paper's sampling)")
+    t.add_argument("--data-seed", type=seed_int, help="seed of the article selection (and trained vocab) only; "
+                                                 "default: --seed")
+    t.add_argument("--max-steps", type=nonnegative_int, default=cfg.max_steps,
+                   help="stop after N optimiser steps (0 = all epochs)")
+
+    r = p.add_argument_group("run")
+    r.add_argument("--out", default="runs/pretrain", help="output folder (runs/pretrain)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with the run's own settings: every flag "
+                        f"comes from the checkpoint except {resume_may_change()} (--epochs and --max-steps only "
+                        "longer); any other flag given must repeat the saved value")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    r.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: bf16 where the hardware has it, fp16+scaler on older GPUs, else fp32")
+    r.add_argument("--log-every", type=positive_int, default=cfg.log_every,
+                   help=f"progress update every N steps ({cfg.log_every})")
+    r.add_argument("--checkpoint-every", type=nonnegative_int, default=cfg.checkpoint_every,
+                   help="also checkpoint every N steps")
+    r.add_argument("--checkpoint-minutes", type=finite_nonnegative_float, default=cfg.checkpoint_minutes,
+                   help=f"also checkpoint when this many minutes have passed since the last checkpoint "
+                        f"({cfg.checkpoint_minutes:g}; 0 = "
+                        "off); checkpoints are atomic, and one is always written at the end of every epoch")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (falls back to eager with a warning where compiling fails)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     m = p.add_argument_group("model (a --preset, then explicit flags override it)")
@@ -106,44 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cache-dir", help="where token arrays and trained vocabs are cached "
                                        "(default: $TINYBERT_CACHE or ./cache)")
 
-    t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, default=50,
-                   help="epochs (50). With --resume, a larger value extends the run: the lr schedule is re-planned "
-                        "over the new total, as if the run had been started with it (the steps already taken keep "
-                        "their lr); a smaller one is an error")
-    t.add_argument("--batch-size", type=positive_int, default=32, help="global batch (32)")
-    t.add_argument("--lr", type=finite_positive_float, default=5e-5, help="peak AdamW learning rate (5e-5)")
-    t.add_argument("--weight-decay", type=finite_nonnegative_float, default=0.01)
-    t.add_argument("--warmup-steps", type=nonnegative_int, default=0)
-    t.add_argument("--schedule", choices=SCHEDULES, default="linear",
-                   help="linear: decay per optimiser step; paper-epoch: the authors' code (stepped per epoch, "
-                        "epoch 0 at lr 0)")
-    t.add_argument("--mlm-prob", type=probability, default=0.15, help="share of tokens selected for prediction")
-    t.add_argument("--grad-clip", type=finite_nonnegative_float, default=0.0,
-                   help="max gradient norm (0 = off, as the paper)")
-    t.add_argument("--seed", type=seed_int, default=42,
-                   help="seeds article selection, init, order and masks (42, as the paper's sampling)")
-    t.add_argument("--data-seed", type=seed_int, help="seed of the article selection (and trained vocab) only; "
-                                                 "default: --seed")
-    t.add_argument("--max-steps", type=nonnegative_int, default=0, help="stop after N optimiser steps (0 = all epochs)")
-
-    r = p.add_argument_group("run")
-    r.add_argument("--out", default="runs/pretrain", help="output folder (runs/pretrain)")
-    r.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint, with the run's own settings: every flag "
-                        f"comes from the checkpoint except {resume_may_change()} (--epochs and --max-steps only "
-                        "longer); any other flag given must repeat the saved value")
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    r.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto: bf16 where the hardware has it, fp16+scaler on older GPUs, else fp32")
-    r.add_argument("--log-every", type=positive_int, default=50, help="progress update every N steps (50)")
-    r.add_argument("--checkpoint-every", type=nonnegative_int, default=0, help="also checkpoint every N steps")
-    r.add_argument("--checkpoint-minutes", type=finite_nonnegative_float, default=10.0,
-                   help="also checkpoint when this many minutes have passed since the last checkpoint (10; 0 = "
-                        "off); checkpoints are atomic, and one is always written at the end of every epoch")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
-    r.add_argument("--compile", action="store_true",
-                   help="torch.compile the model (falls back to eager with a warning where compiling fails)")
+    add_training_flags(p)
 
     c = p.add_argument_group("committee (independent members, one per process under torchrun)")
     c.add_argument("--committee", action="store_true",

@@ -72,6 +72,9 @@ METRICS_FIELDS = ["epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc", 
 
 @dataclass
 class PretrainConfig:
+    """Pre-training settings; train.py's flags take their defaults from these fields."""
+    # The first six fields repeat FinetuneConfig's on purpose: each config is read whole in one place and saved
+    # whole in its checkpoint or cache key, so a shared base class would only reorder fields and hide them.
     epochs: int = 50
     batch_size: int = 32
     lr: float = 5e-5
@@ -80,7 +83,7 @@ class PretrainConfig:
     schedule: str = "linear"       # 'linear': decay per optimiser step; 'paper-epoch': the authors' per-epoch steps
     mlm_prob: float = 0.15
     grad_clip: float = 0.0         # 0 = off, as in the paper's code
-    seed: int = 0
+    seed: int = 42                 # article selection, init, order, masks (42: the paper's sampling seed)
     log_every: int = 50
     checkpoint_every: int = 0      # also checkpoint every N steps (0 = only at epoch ends)
     checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0 = off)
