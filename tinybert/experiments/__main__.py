@@ -1,6 +1,7 @@
 """Command line of the experiment runner (see tinybert/experiments/__init__.py and runner.py).
 
-    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,reset_unseen,committee,all} --preset {paper,cpu,smoke}
+    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,reset_unseen,committee,all}
+                                       --preset {paper,cpu,smoke}
                                        [--out results/<preset>] [--seeds 0 1 2] [--device auto] [--threads N]
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
     python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
