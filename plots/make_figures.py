@@ -4,7 +4,8 @@
     python plots/make_figures.py --results results/cpu
 
 Reads `<results>/results.csv` (and `overlap.csv`, `latency.csv` when present), written by
-`python -m tinybert.experiments run`, and writes `<out>/<preset>_<study>.png`:
+`python -m tinybert.experiments run`, and writes `<out>/<preset>_<study>.png` for every registered study
+(tinybert/experiments/studies: each Study names its figure function, the ones below for the built-in studies):
 
   pretrain_gap  test accuracy from scratch vs pre-trained, per task and model
   size          pre-training gap (and accuracy) vs number of pre-training articles
@@ -13,7 +14,8 @@ Reads `<results>/results.csv` (and `overlap.csv`, `latency.csv` when present), w
   committee     soft-committee accuracy vs K against the deep model; inference latency
 
 Error bars are the standard deviation over seeds (ddof 1); a gap is paired by seed (pre-trained minus scratch
-of the same model, task and seed). Each figure carries a caption line: preset, machine, date.
+of the same model, task and seed) and read from results.csv's `gap` column, never recomputed here. Each figure
+carries a caption line: preset, machine, date.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+if not __package__:  # run as `python plots/make_figures.py`: the registry (tinybert) and `plots` live at the root
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 TASK_ORDER = ["agnews", "dbpedia", "fewrel"]
 ARM_ORDER = ["high", "random", "low"]
@@ -66,16 +71,10 @@ def _tasks(df) -> list:
 
 
 def paired_gaps(df: pd.DataFrame) -> pd.DataFrame:
-    """Pre-trained unit rows with a `gap` column: accuracy minus the scratch accuracy of the same model, task and
-    seed (scratch rows come from any study)."""
+    """The finished pre-trained unit rows (no committee curves), with results.csv's per-seed `gap` column."""
     units = _ok(df)
     units = units[units["committee_k"].isna()]
-    scratch = (units[~units["pretrained"].astype(bool)].drop_duplicates(["model", "task", "seed"])
-               .set_index(["model", "task", "seed"])["accuracy"])
-    pre = units[units["pretrained"].astype(bool)].copy()
-    pre["gap"] = [a - scratch.get((m, t, s), np.nan) for a, m, t, s in
-                  zip(pre["accuracy"], pre["model"], pre["task"], pre["seed"])]
-    return pre
+    return units[units["pretrained"].astype(bool)]
 
 
 def _std(x) -> float:
@@ -318,8 +317,11 @@ def fig_reset_unseen(data: dict, out: Path):
     return fig
 
 
-FIGURES = {"pretrain_gap": fig_pretrain_gap, "size": fig_size, "overlap": fig_overlap,
-           "reset_unseen": fig_reset_unseen, "committee": fig_committee}
+def figures() -> dict:
+    """name -> figure function of every registered study that draws one (the registry names the functions)."""
+    from tinybert.experiments.studies import registered
+
+    return {s.name: s.figure_function() for s in registered() if s.figure is not None}
 
 
 def make_figures(results_dir, out_dir="plots", studies=None) -> list[Path]:
@@ -329,7 +331,7 @@ def make_figures(results_dir, out_dir="plots", studies=None) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, fn in FIGURES.items():
+    for name, fn in figures().items():
         if studies and name not in studies:
             continue
         fig = fn(data, out)
@@ -348,7 +350,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", required=True, help="folder holding results.csv (e.g. results/cpu)")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent), help="where the PNGs go (plots/)")
-    p.add_argument("--study", nargs="+", choices=list(FIGURES), help="only these figures")
+    p.add_argument("--study", nargs="+", choices=list(figures()), help="only these figures")
     args = p.parse_args(argv)
     try:
         make_figures(args.results, args.out, args.study)

@@ -111,6 +111,70 @@ def test_figures_from_the_csvs(smoke, tmp_path):
     assert all(p.stat().st_size > 10_000 for p in written)
 
 
+def test_a_study_registered_here_reaches_the_plan_the_tables_and_the_figures(smoke, tmp_path, monkeypatch,
+                                                                             capsys):
+    """A study is one object: a toy one registered in this test (no other file edited) is planned by the runner,
+    gets rows in results.csv and a section in tables.md, and is drawn by the figure loop."""
+    import shutil
+
+    import matplotlib.pyplot as plt
+
+    from tinybert.experiments import main, studies
+    from tinybert.experiments.md import md_table
+
+    out, args = smoke
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)  # the toy rows must not leak into the smoke results the other tests read
+    drawn = []
+
+    def grid(study, p, ws):  # the deep model from scratch on the first task: units the smoke run has cached
+        return [studies.make_row(ws, study.name, p.deep, p.tasks[0], seed) for seed in p.seeds]
+
+    def table(inp):
+        rows = [[r.task, f"{r.accuracy_mean:.3f}", int(r.n)] for r in inp.rows.itertuples()]
+        return ["## toy: a study registered by a test", md_table(["task", "accuracy", "n"], rows)] if rows else []
+
+    def figure(data, out_dir):
+        toy = data["results"][data["results"]["study"] == "toy"]
+        drawn.append(len(toy))
+        fig, ax = plt.subplots()
+        ax.bar(toy["seed"], toy["accuracy"])
+        return fig
+
+    monkeypatch.setitem(studies.REGISTRY, "toy", studies.Study("toy", grid, table, figure))
+    toy_args = [str(copy) if a == str(out) else a for a in args]
+    capsys.readouterr()
+    assert main(["estimate", "--study", "toy", *toy_args, *PINNED]) == 0
+    printed = capsys.readouterr().out
+    assert "studies toy;" in printed and "plan: 2 fine-tuning units (2 cached, 0 to run)" in printed
+    main(["tables", *toy_args, *PINNED])  # its exit code counts failed units of other tests' grown grids
+    df = pd.read_csv(copy / "results.csv")
+    toy = df[df["study"] == "toy"]
+    assert len(toy) == 2 and (toy["status"] == "ok").all() and toy["gap"].isna().all()  # scratch: no gap
+    assert "## toy: a study registered by a test" in (copy / "tables.md").read_text()
+    sys.path.insert(0, str(REPO))
+    try:
+        make_figures = importlib.import_module("plots.make_figures")
+    finally:
+        sys.path.remove(str(REPO))
+    written = make_figures.make_figures(copy, tmp_path / "figures", ["toy"])
+    assert [p.name for p in written] == ["smoke_toy.png"] and drawn == [2]
+
+
+def test_the_gap_column_is_pre_trained_minus_scratch_paired_by_seed(smoke):
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    units = df[(df["status"] == "ok") & df["committee_k"].isna()]
+    scratch = units[~units["pretrained"]].drop_duplicates(["model", "task", "seed"]).set_index(
+        ["model", "task", "seed"])["accuracy"]
+    pre = units[units["pretrained"]]
+    # models with no scratch run (the committee's other BERT-1 variants) have no gap
+    expected = [a - scratch.get((m, t, s), np.nan)
+                for a, m, t, s in zip(pre["accuracy"], pre["model"], pre["task"], pre["seed"])]
+    assert np.allclose(pre["gap"], expected, equal_nan=True) and pre["gap"].notna().sum() > 0
+    assert df[~df["pretrained"] | df["committee_k"].notna()]["gap"].isna().all()
+
+
 def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, capsys, monkeypatch):
     from tinybert.experiments import main, units
 

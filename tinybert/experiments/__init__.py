@@ -10,7 +10,8 @@ and writes CSVs; plots/ draws from those CSVs only. Modules:
 
   presets.py   the paper, cpu and smoke presets (what to run)
   units.py     one pre-training or fine-tuning unit: spec, hash, cache folder, run
-  studies.py   the studies as grids of units; committee curves, overlap table, latency
+  studies/     one module per study, each a registered Study object: its grid of units, its tables.md
+               section, its intervention (reset_unseen) and its figure; core.py defines Study
   runner.py    planning, time estimate, progress/ETA, parallel jobs, failure handling
   tables.py    results.csv / summary.csv / latency.csv / tables.md from the finished units
   embeddings.py  after a run: norms and similarity of the vocabulary rows pre-training saw vs never saw
@@ -19,9 +20,10 @@ and writes CSVs; plots/ draws from those CSVs only. Modules:
 
 from .presets import PRESETS, Preset, get_preset
 from .runner import run_studies
-from .studies import STUDIES
+from .studies import STUDIES, Study, register, registered
 
-__all__ = ["PRESETS", "Preset", "STUDIES", "get_preset", "main", "run_studies"]
+__all__ = ["PRESETS", "Preset", "STUDIES", "Study", "get_preset", "main", "register", "registered",
+           "run_studies"]
 
 
 def main(argv=None) -> int:

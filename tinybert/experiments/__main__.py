@@ -1,6 +1,7 @@
 """Command line of the experiment runner (see tinybert/experiments/__init__.py and runner.py).
 
-    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,committee,all} --preset {paper,cpu,smoke}
+    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,reset_unseen,committee,all}
+                                       --preset {paper,cpu,smoke}
                                        [--out results/<preset>] [--seeds 0 1 2] [--device auto] [--threads N]
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
     python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
@@ -21,7 +22,7 @@ from tinybert.runtime import PRECISIONS, choose_device, choose_precision
 from .presets import PRESETS, get_preset
 from .runner import run_studies
 from .tables import write_tables
-from .studies import STUDIES
+from .studies import study_names
 from .units import Workspace
 
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
                         ("estimate", "print the plan and the estimated time; run nothing"),
                         ("tables", "rewrite results.csv, summary.csv and tables.md from the finished units")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--study", choices=STUDIES + ("all",), default="all")
+        s.add_argument("--study", choices=study_names() + ("all",), default="all")
         s.add_argument("--preset", choices=sorted(PRESETS), required=True)
         s.add_argument("--out", help="output folder (default results/<preset>)")
         s.add_argument("--seeds", type=int, nargs="+", help="fine-tuning seeds (default: the preset's)")
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
-    studies = STUDIES if args.study == "all" else (args.study,)
+    studies = study_names() if args.study == "all" else (args.study,)
     out = Path(args.out or f"results/{preset.name}")
     try:
         device = choose_device(args.device)

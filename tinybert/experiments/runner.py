@@ -1,10 +1,12 @@
 """The runner: plan the units of the chosen studies, estimate the time, run what is not cached, write the tables.
 
-Where it sits: studies.py lists the rows, units.py runs one unit, this file orders them, prints progress and ETA,
-and tables.py writes, in `<out>/`:
+Where it sits: the registered studies (studies/, one Study object each) list the rows; the runner loops over
+them and names none of them. units.py runs one unit, this file orders the units, prints progress and ETA,
+calls each study's `after_run` hook, and tables.py writes, in `<out>/`:
 
     results.csv   one row per (study, unit): every finished or failed fine-tuning unit of every study, plus the
-                  derived committee rows (committee_k = K); the `status` and `error` columns say what failed
+                  derived committee rows (committee_k = K); the `status` and `error` columns say what failed;
+                  `gap` = accuracy minus the from-scratch accuracy of the same model, task and seed
     summary.csv   mean and std (ddof 1) over seeds per configuration, with the paired pre-training gap
                   (pre-trained minus from scratch, same model, task and seed) and, for committees, the paired
                   difference to the deep reference
@@ -49,7 +51,7 @@ from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassif
 from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset
-from .studies import GridRow, build_grid, latency_spec, measure_latency, overlap_table
+from .studies import GridRow, build_grid, registered
 from .tables import write_tables
 from .units import (Workspace, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
                     record_failure, run_finetune, run_pretrain, spec_hash, write_json_atomic)
@@ -149,24 +151,14 @@ def fmt_time(seconds: float) -> str:
 # run
 
 
-def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
-                jobs: int = 1, threads: int = 0, log=print) -> int:
-    """Plan, estimate, run and tabulate. Returns the number of failed units (0 = all fine)."""
-    out = ws.out
-    dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
-    out.mkdir(parents=True, exist_ok=True)
-    saved = read_json(out / "preset.json")
-    if saved is not None and saved.get("name") != preset.name:
-        raise ValueError(f"{out} holds results of preset {saved.get('name')!r}, not {preset.name!r}; "
-                         f"choose another --out")
-    write_json_atomic(out / "preset.json", preset.to_dict())
-
-    grid = build_grid(preset, ws, studies)
+def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True) -> dict:
+    """The units of the named registered studies: unique fine-tuning units, those to run (in run order), how
+    many are cached or retried, and the pre-trainings they need (all, and those not done yet)."""
     units: dict[str, GridRow] = {}
-    for r in grid:
+    for r in build_grid(preset, ws, studies):
         units.setdefault(r.ft_hash, r)
     todo, cached, retry = [], 0, 0
-    for h, r in units.items():
+    for r in units.values():
         rec = ft_record(ws, r.ft)
         if rec is not None and (rec.get("status") == "ok" or not retry_failed):
             cached += 1
@@ -183,21 +175,49 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
         if r.pretrain is not None:
             pretrains.setdefault(spec_hash(r.pretrain), r.pretrain)
     pre_todo = {h: s for h, s in pretrains.items() if pretrain_done(ws, s) is None}
+    return {"units": units, "todo": todo, "cached": cached, "retry": retry, "pretrains": pretrains,
+            "pre_todo": pre_todo}
 
-    log(f"preset {preset.name}: studies {', '.join(studies)}; {ws.machine}, precision {ws.precision.name}")
-    log(f"plan: {len(units)} fine-tuning units ({cached} cached, {len(todo)} to run"
-        f"{f', {retry} of them failed before' if retry else ''}), {len(pre_todo)} pre-training runs to do "
-        f"({len(pretrains) - len(pre_todo)} reused)")
+
+def estimate(preset: Preset, ws: Workspace, p: dict, jobs: int, log=print) -> dict:
+    """Seconds per unit still to run (pre-trainings by spec hash, fine-tunings by unit hash); logs the total."""
     est = Estimator(ws, preset, log)
     t0 = time.perf_counter()
-    estimates = {h: est.pretrain(s) for h, s in pre_todo.items()}
-    estimates.update({r.ft_hash: est.finetune(r.ft) for r in todo})
+    estimates = {h: est.pretrain(s) for h, s in p["pre_todo"].items()}
+    estimates.update({r.ft_hash: est.finetune(r.ft) for r in p["todo"]})
     probe_s = time.perf_counter() - t0
     total = sum(estimates.values())
-    pre_total = sum(estimates[h] for h in pre_todo)
+    pre_total = sum(estimates[h] for h in p["pre_todo"])
     log(f"estimated time: {fmt_time(total / max(jobs, 1))} on {jobs} job(s) (units in sequence: pre-training "
         f"{fmt_time(pre_total)}, fine-tuning {fmt_time(total - pre_total)}; from training steps timed on this "
         f"machine now, {probe_s:.0f} s to measure; a busy machine makes it longer)")
+    return estimates
+
+
+def claim_output(preset: Preset, out: Path) -> None:
+    """Refuse a folder that holds another preset's results, else record this preset there."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = read_json(out / "preset.json")
+    if saved is not None and saved.get("name") != preset.name:
+        raise ValueError(f"{out} holds results of preset {saved.get('name')!r}, not {preset.name!r}; "
+                         f"choose another --out")
+    write_json_atomic(out / "preset.json", preset.to_dict())
+
+
+def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
+                jobs: int = 1, threads: int = 0, log=print) -> int:
+    """Plan, estimate, run and tabulate the named registered studies. Returns the number of failed units."""
+    out = ws.out
+    dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
+    selected = registered(studies)  # unknown names fail here, before anything runs
+    claim_output(preset, out)
+    p = plan(preset, ws, studies, retry_failed)
+    todo, pre_todo, retry = p["todo"], p["pre_todo"], p["retry"]
+    log(f"preset {preset.name}: studies {', '.join(studies)}; {ws.machine}, precision {ws.precision.name}")
+    log(f"plan: {len(p['units'])} fine-tuning units ({p['cached']} cached, {len(todo)} to run"
+        f"{f', {retry} of them failed before' if retry else ''}), {len(pre_todo)} pre-training runs to do "
+        f"({len(p['pretrains']) - len(pre_todo)} reused)")
+    estimates = estimate(preset, ws, p, jobs, log)
     if dry_run:
         return 0
 
@@ -217,22 +237,9 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
             if time.perf_counter() - last_tables > TABLES_EVERY_S:  # partial results stay visible during long runs
                 write_tables(preset, ws, log=None)
                 last_tables = time.perf_counter()
-
-    if "committee" in studies:
-        spec = latency_spec(ws, preset)
-        path = ws.units / f"latency-{spec_hash(spec)}.json"
-        if read_json(path) is None:
-            log("measuring latency ...")
-            try:
-                write_json_atomic(path, {"spec": spec, "rows": measure_latency(ws, preset, log), "date": now()})
-            except Exception as exc:  # noqa: BLE001
-                log(f"latency FAILED: {format_exception(exc)[0]}")
-    if "overlap" in studies:
-        try:
-            rows = overlap_table(ws, preset)
-            pd.DataFrame(rows).to_csv(out / "overlap.csv", index=False)
-        except Exception as exc:  # noqa: BLE001
-            log(f"overlap table FAILED: {format_exception(exc)[0]}")
+    for study in selected:  # what a study needs besides units (latency, overlap.csv); each catches its failures
+        if study.after_run is not None:
+            study.after_run(preset, ws, log)
     n_failed = write_tables(preset, ws, log=log, studies=studies)
     record.update(end=now(), seconds=round(time.perf_counter() - start), failed_rows=n_failed)
     with open(out / "runs.jsonl", "a") as f:

@@ -1,8 +1,9 @@
 """Results tables: results.csv, summary.csv, latency.csv and tables.md, rebuilt from the finished units.
 
 Where it sits: units.py wrote one JSON (and .npz) per unit; this file joins them with the studies' labels
-(studies.build_grid over every study), adds the committee curves, aggregates over seeds and writes the tables
-that plots/make_figures.py draws from. It runs no model.
+(studies.build_grid over every registered study), adds each study's derived rows (the committee curves) and the
+per-seed pre-training gap, aggregates over seeds and writes the tables that plots/make_figures.py draws from.
+tables.md is a loop over the registered studies' table sections. It runs no model.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from .presets import Preset
-from .studies import STUDIES, build_grid, committee_rows
+from .md import md_table, pm  # noqa: F401  (md_table: embeddings.py imports it from here)
+from .studies import TableInput, build_grid, registered
 from .units import Workspace, ft_record, now, pretrain_done, read_json, spec_hash
 
 COLUMNS = ["study", "model", "family", "pretrained", "pretrain_articles", "corpus", "pretrain_seed", "vocab", "task",
            "setting", "num_labels", "seed", "init_seed", "committee", "member", "committee_k", "accuracy",
-           "final_accuracy", "best_val_accuracy", "accuracy_given_order", "selected_epoch", "overlap_tokens",
+           "gap", "final_accuracy", "best_val_accuracy", "accuracy_given_order", "selected_epoch", "overlap_tokens",
            "overlap_types", "pretrain_eval_acc", "pretrain_tokens", "pretrain_seconds", "finetune_seconds", "params",
            "n_train", "n_val", "n_test", "status", "error", "unit", "pretrain_unit", "preset", "device", "date"]
 GROUP = ["study", "model", "family", "pretrained", "pretrain_articles", "corpus", "pretrain_seed", "task",
@@ -28,7 +30,7 @@ GROUP = ["study", "model", "family", "pretrained", "pretrain_articles", "corpus"
 
 def collect(preset: Preset, ws: Workspace) -> pd.DataFrame:
     """results.csv rows for every unit of every study that has a record (finished or failed)."""
-    grid = build_grid(preset, ws, STUDIES)
+    grid = build_grid(preset, ws)
     records = {}
     rows = []
     for r in grid:
@@ -57,10 +59,25 @@ def collect(preset: Preset, ws: Workspace) -> pd.DataFrame:
             "status": rec.get("status"), "error": rec.get("error", ""), "unit": r.ft_hash,
             "pretrain_unit": spec_hash(r.pretrain) if r.pretrain else "", "preset": preset.name,
             "device": rec.get("device"), "date": rec.get("date")})
-    for row in committee_rows(ws, grid, records):
-        rows.append({"vocab": ws.vocab_label, "preset": preset.name, **row})
+    for study in registered():
+        if study.derived_rows is not None:
+            for row in study.derived_rows(ws, grid, records):
+                rows.append({"vocab": ws.vocab_label, "preset": preset.name, **row})
     df = pd.DataFrame(rows, columns=COLUMNS)
+    df["gap"] = paired_gap(df)
     return df
+
+
+def paired_gap(df: pd.DataFrame) -> list:
+    """Per row: accuracy minus the from-scratch accuracy of the same model, task and seed (scratch rows from any
+    study), for finished pre-trained unit rows; NaN elsewhere (scratch rows, committee curves, failed units).
+    Written into results.csv so the summary and the figures read one number instead of each pairing again."""
+    unit = (df["status"] == "ok") & df["committee_k"].isna()
+    pre = df["pretrained"].astype(bool)
+    scratch = (df[unit & ~pre].drop_duplicates(["model", "task", "seed"])
+               .set_index(["model", "task", "seed"])["accuracy"])
+    return [a - scratch.get((m, t, s), np.nan) if u and p else np.nan
+            for a, m, t, s, u, p in zip(df["accuracy"], df["model"], df["task"], df["seed"], unit, pre)]
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -69,12 +86,7 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     keys = list(GROUP)
     ok = _blank_keys(ok, keys)
-    # paired differences, per seed: pre-trained minus scratch of the same model and task; committee minus deep
-    scratch = (ok[~ok["pretrained"].astype(bool) & (ok["committee_k"] == "")]
-               .drop_duplicates(["model", "task", "seed"]).set_index(["model", "task", "seed"])["accuracy"])
-    ok["gap"] = [a - scratch.get((m, t, s), np.nan) if p and k == "" else np.nan
-                 for a, m, t, s, p, k in zip(ok["accuracy"], ok["model"], ok["task"], ok["seed"], ok["pretrained"],
-                                             ok["committee_k"])]
+    # paired differences, per seed: the gap comes with results.csv (paired_gap); committee minus deep
     ref = ok[(ok["committee"] == "reference")].drop_duplicates(["task", "seed"]).set_index(["task", "seed"])["accuracy"]
     ok["vs_deep"] = [a - ref.get((t, s), np.nan) if k != "" else np.nan
                      for a, t, s, k in zip(ok["accuracy"], ok["task"], ok["seed"], ok["committee_k"])]
@@ -116,8 +128,8 @@ def _blank_keys(df: pd.DataFrame, keys) -> pd.DataFrame:
     return df
 
 
-def write_tables(preset: Preset, ws: Workspace, log=print, studies=STUDIES) -> int:
-    """Rewrite every CSV and tables.md; return the number of failed rows of `studies`."""
+def write_tables(preset: Preset, ws: Workspace, log=print, studies=None) -> int:
+    """Rewrite every CSV and tables.md; return the number of failed rows of `studies` (default: all)."""
     out = ws.out
     df = collect(preset, ws)
     df.to_csv(out / "results.csv", index=False)
@@ -135,107 +147,21 @@ def write_tables(preset: Preset, ws: Workspace, log=print, studies=STUDIES) -> i
     (out / "tables.md").write_text(text)
     if log is not None:
         log(text)
-    return int(((df["status"] != "ok") & df["study"].isin(studies)).sum())
+    names = [st.name for st in registered(studies)]
+    return int(((df["status"] != "ok") & df["study"].isin(names)).sum())
 
 
-def _pm(mean, std, digits=3) -> str:
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return ""
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
-def md_table(headers, rows) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+_pm = pm  # the old names, kept for callers outside this file
 
 
 def tables_markdown(preset: Preset, ws: Workspace, df: pd.DataFrame, s: pd.DataFrame, latency: list) -> str:
+    """tables.md: a header, then each registered study's table section, in registration order."""
     parts = [f"# Results: preset {preset.name} ({ws.machine}, {now()})",
              "Test accuracy at the best-validation epoch, mean ± std over seeds (n = number of seeds); gap = "
              "pre-trained minus from-scratch accuracy, paired by seed."]
     if s.empty:
         return "\n\n".join(parts + ["(no finished units yet)"]) + "\n"
-
-    def sel(study, **kw):
-        t = s[s["study"] == study]
-        for k, v in kw.items():
-            t = t[t[k] == v]
-        return t
-
-    t = sel("pretrain_gap")
-    if len(t):
-        rows = []
-        for (model, task), g in t.groupby(["model", "task"], sort=False):
-            sc, pr = g[g["pretrained"] == False], g[g["pretrained"] == True]  # noqa: E712
-            rows.append([model, task, _pm(*sc[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(sc) else "",
-                         _pm(*pr[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(pr) else "",
-                         _pm(*pr[["gap_mean", "gap_std"]].iloc[0]) if len(pr) else "",
-                         int(pr["gap_positive"].iloc[0]) if len(pr) else "", int(g["n"].min())])
-        parts += [f"## pretrain_gap: with and without pre-training on {preset.main_size} articles",
-                  md_table(["model", "task", "from scratch", "pre-trained", "gap", "seeds with gap > 0", "n"],
-                           rows)]
-    t = sel("size")
-    if len(t):
-        rows = [[r.task, r.pretrain_articles, _pm(r.accuracy_mean, r.accuracy_std),
-                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", r.gap_positive if r.pretrained else "",
-                 _pm(r.overlap_tokens_mean, None), _pm(r.overlap_types_mean, None), int(r.n)]
-                for r in t.sort_values(["task", "pretrain_articles"]).itertuples()]
-        parts += [f"## size: {preset.deep.name} accuracy and gap vs pre-training articles",
-                  md_table(["task", "articles", "accuracy", "gap", "seeds with gap > 0", "token overlap",
-                            "type overlap", "n"], rows)]
-    t = sel("overlap")
-    if len(t):
-        rows = [[r.task, r.corpus, r.pretrain_articles, _pm(r.overlap_tokens_mean, None),
-                 _pm(r.overlap_types_mean, None),
-                 _pm(r.accuracy_mean, r.accuracy_std), _pm(r.gap_mean, r.gap_std) if r.pretrained else "0", int(r.n)]
-                for r in t.itertuples()]
-        parts += [f"## overlap: controlled pre-training sets ({preset.overlap.size} articles from a pool of "
-                  f"{preset.overlap.pool}) for {preset.overlap.task}",
-                  md_table(["task", "corpus", "articles", "token overlap", "type overlap", "accuracy", "gap", "n"],
-                           rows)]
-    t = sel("reset_unseen")
-    if len(t):
-        rows = [[r.task, r.pretrain_articles, r.corpus, _pm(r.accuracy_mean, r.accuracy_std),
-                 _pm(r.gap_mean, r.gap_std) if r.pretrained else "0",
-                 _pm(r.vs_as_pretrained_mean, r.vs_as_pretrained_std),
-                 r.vs_as_pretrained_positive if r.corpus.startswith("nested-") else "", int(r.n)]
-                for r in t.sort_values(["task", "pretrain_articles", "corpus"]).itertuples()]
-        parts += [f"## reset_unseen: {preset.deep.name} as pre-trained (nested), with the embedding rows of "
-                  f"never-seen tokens re-drawn (nested-reset), or with its transformer blocks re-initialised "
-                  f"(nested-blocks)",
-                  md_table(["task", "articles", "corpus", "accuracy", "gap", "minus as pre-trained (paired)",
-                            "seeds better than as pre-trained", "n"], rows)]
-    ov_path = ws.out / "overlap.csv"
-    if ov_path.is_file():
-        o = pd.read_csv(ov_path)
-        g = o.groupby(["task", "corpus", "pretrain_articles"], sort=False)[["overlap_tokens", "overlap_types"]].mean()
-        rows = [[task, corpus, n, f"{a:.4f}", f"{b:.4f}"] for (task, corpus, n), (a, b) in g.iterrows()]
-        parts += ["## overlap: every task and corpus (mean over the seeds' samples)",
-                  md_table(["task", "corpus", "articles", "token overlap (a)", "type overlap (b)"], rows)]
-    t = sel("committee")
-    if len(t):
-        rows = []
-        for task, g in t.groupby("task", sort=False):
-            ref = g[g["committee"] == "reference"]
-            refs = _pm(*ref[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(ref) else ""
-            for kind in ("variants", "seeds"):
-                c = g[(g["committee"] == kind) & (g["committee_k"] != "")].sort_values("committee_k")
-                singles = g[(g["committee"] == kind) & (g["committee_k"] == "")]
-                best = singles["accuracy_mean"].max() if len(singles) else float("nan")
-                for r in c.itertuples():
-                    rows.append([task, kind, r.committee_k, _pm(r.accuracy_mean, r.accuracy_std),
-                                 _pm(r.vs_deep_mean, r.vs_deep_std), refs, _pm(best, None), int(r.n)])
-        parts += [f"## committee: soft committee of K BERT-1 models vs {preset.deep.name} (both pre-trained on "
-                  f"{preset.main_size} articles)",
-                  md_table(["task", "committee", "K", "accuracy", "minus deep", "deep", "best single member", "n"],
-                           rows)]
-    if latency:
-        rows = [[r["model"], r["mode"], r["members"], r["batch"], f"{r['median_ms']:.2f}", f"{r['params_m']:.2f}",
-                 f"{r['gmacs_per_seq']:.4f}", r["depth"]] for r in latency]
-        parts += [f"## latency ({latency[0]['device']}, {latency[0]['precision']}, seq {latency[0]['seq_len']})",
-                  md_table(["model", "mode", "members", "batch", "median ms", "params M", "GMACs/seq", "layers"],
-                           rows)]
+    for study in registered():
+        if study.table is not None:
+            parts += study.table(TableInput(preset, ws, s[s["study"] == study.name], s, latency))
     return "\n\n".join(parts) + "\n"

@@ -1,0 +1,179 @@
+"""Study ``committee`` (E5, E6, C7-C10): members = the BERT-1 variants (pre-training seed 0) and K pre-training
+seeds of the main BERT-1, each fine-tuned with init seed seed + 10007 * member (as eval.py); the reference is the
+deep model pre-trained on the same `main_size` articles. `committee_rows` turns the members' test probabilities
+into accuracy vs K (rows of results.csv); `measure_latency` times every model and both committees (after a run,
+cached as units/latency-<hash>.json, written to latency.csv by tables.py).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+import torch
+
+from tinybert.committee import BatchedCommittee, committee_accuracy_curve, member_by_member
+from tinybert.model import BertForSequenceClassification, count_parameters, encoder_macs_per_token
+
+from ..md import md_table, pm
+from ..presets import ModelSpec, Preset
+from ..units import Workspace, format_exception, load_probs, now, read_json, spec_hash, write_json_atomic
+from .core import GridRow, Study, TableInput, make_row, register
+
+COMMITTEE_ORDERS = 100
+
+
+def grid(study: Study, p, ws) -> list:
+    rows = []
+    for name in p.committee_tasks:
+        task = p.task(name)
+        for seed in p.seeds:
+            rows.append(make_row(ws, study.name, p.deep, task, seed, articles=p.main_size, committee="reference"))
+            for m, variant in enumerate(p.shallow):
+                rows.append(make_row(ws, study.name, variant, task, seed, articles=p.main_size, member=m,
+                                     committee="variants"))
+            for m in range(p.committee_seeds):
+                rows.append(make_row(ws, study.name, p.shallow[0], task, seed, articles=p.main_size,
+                                     pretrain_seed=m, member=m, committee="seeds"))
+    return rows
+
+
+def committee_rows(ws: Workspace, grid: list[GridRow], records: dict) -> list[dict]:
+    """Accuracy vs K for every (committee, task, seed) whose members all finished: one dict per K.
+
+    accuracy = the mean over COMMITTEE_ORDERS random member orders (the expected accuracy of a random K-subset);
+    accuracy_given_order = the first K members in the preset's order. Committee = argmax of the mean of the
+    members' softmax probabilities (committee.py); final_accuracy uses the members' last-epoch models.
+    """
+    groups: dict = {}
+    for r in grid:
+        if r.study == "committee" and r.committee in ("variants", "seeds"):
+            groups.setdefault((r.committee, r.task, r.seed), []).append(r)
+    out = []
+    for (kind, task, seed), members in groups.items():
+        members = sorted(members, key=lambda r: r.member)
+        base = {"study": "committee", "model": f"committee-{kind}", "family": "committee", "pretrained": True,
+                "pretrain_articles": members[0].articles, "corpus": "nested", "task": task.name, "seed": seed,
+                "committee": kind, "members": len(members)}
+        recs = [records.get(r.ft_hash) for r in members]
+        bad = [(r, rec) for r, rec in zip(members, recs) if rec is None or rec.get("status") != "ok"]
+        if bad:
+            if any(rec is not None for _, rec in bad):  # only report committees whose members were attempted
+                why = "; ".join(f"member {r.member} ({r.model.name}): "
+                                f"{'not run' if rec is None else rec.get('error', '')}" for r, rec in bad)
+                out.append({**base, "committee_k": len(members), "status": "failed",
+                            "error": f"{len(bad)} member(s) failed: {why}"[:500]})
+            continue
+        probs = [load_probs(ws, r.ft) for r in members]
+        if any(p is None for p in probs):
+            continue
+        labels = probs[0]["labels"]
+        if any(not np.array_equal(p["labels"], labels) for p in probs):
+            out.append({**base, "committee_k": len(members), "status": "failed",
+                        "error": "members were tested on different test sets"})
+            continue
+        sel = committee_accuracy_curve([p["probs"] for p in probs], labels, COMMITTEE_ORDERS, seed=seed)
+        fin = committee_accuracy_curve([p["final_probs"] for p in probs], labels, COMMITTEE_ORDERS, seed=seed)
+        for k in range(len(members)):
+            out.append({**base, "committee_k": k + 1, "accuracy": sel["random_mean"][k],
+                        "accuracy_given_order": sel["given"][k], "final_accuracy": fin["random_mean"][k],
+                        "setting": recs[0].get("setting"), "num_labels": recs[0].get("num_labels"),
+                        "pretrain_seconds": sum((rec.get("pretrain") or {}).get("seconds", 0) for rec in recs[:k + 1]),
+                        "finetune_seconds": sum(rec.get("finetune_seconds", 0) for rec in recs[:k + 1]),
+                        "params": sum(rec.get("params", 0) for rec in recs[:k + 1]),
+                        "status": "ok", "error": "", "device": recs[0].get("device"), "date": recs[-1].get("date")})
+    return out
+
+
+def latency_spec(ws: Workspace, preset: Preset) -> dict:
+    return {"kind": "latency", "deep": ws.model_config(preset.deep).to_dict(),
+            "shallow": [ws.model_config(m).to_dict() for m in preset.shallow], "k": preset.committee_seeds,
+            "seq_len": preset.finetune["max_length"], "latency": preset.latency, "machine": ws.machine,
+            "precision": ws.precision.name}
+
+
+def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
+    """Median forward time of the deep model, each BERT-1 variant, the committee of the variants (member by
+    member) and the K-seeds committee (member by member, and as one batched vmapped forward), with
+    tinybert.bench_latency.time_call. Random weights (latency does not depend on them), 4 labels, eval mode."""
+    from tinybert.bench_latency import time_call
+
+    lat = preset.latency
+    seq = preset.finetune["max_length"]
+    device, precision = ws.device, ws.precision
+
+    def build(spec: ModelSpec, seed: int = 0):
+        torch.manual_seed(seed)
+        return BertForSequenceClassification(ws.model_config(spec), 4).to(device).eval()
+
+    deep = build(preset.deep)
+    variants = [build(m) for m in preset.shallow]
+    seeds = [build(preset.shallow[0], s) for s in range(preset.committee_seeds)]
+    batched = BatchedCommittee(seeds) if len(seeds) > 1 else None
+    rows = []
+    for batch in lat["batch_sizes"]:
+        ids = torch.randint(1000, ws.tokenizer.vocab_size, (batch, seq), device=device)
+
+        def measure(name, family, mode, fn, models):
+            with torch.inference_mode(), precision.autocast(device):
+                times = time_call(fn, device, lat["repeats"], lat["warmup"])
+            rows.append({"model": name, "family": family, "mode": mode, "members": len(models), "batch": batch,
+                         "seq_len": seq, "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
+                         "params_m": sum(count_parameters(m) for m in models) / 1e6,
+                         "gmacs_per_seq": sum(encoder_macs_per_token(m.config, seq) * seq for m in models) / 1e9,
+                         "depth": max(m.config.layers for m in models)})
+            log(f"  latency {name:<28} {mode:<16} batch {batch:>3}: {rows[-1]['median_ms']:8.2f} ms")
+
+        measure(preset.deep.name, "bert6", "single", lambda: deep(ids), [deep])
+        for spec, m in zip(preset.shallow, variants):
+            measure(spec.name, "bert1", "single", lambda m=m: m(ids), [m])
+        measure("committee-variants", "committee", "member-by-member", lambda: member_by_member(variants, ids),
+                variants)
+        measure("committee-seeds", "committee", "member-by-member", lambda: member_by_member(seeds, ids), seeds)
+        if batched is not None:
+            measure("committee-seeds", "committee", "batched-vmap", lambda: batched(ids), seeds)
+    return rows
+
+
+def after_run(preset: Preset, ws: Workspace, log) -> None:
+    """Time the models once per machine and preset (cached: a rerun does not measure again)."""
+    spec = latency_spec(ws, preset)
+    path = ws.units / f"latency-{spec_hash(spec)}.json"
+    if read_json(path) is not None:
+        return
+    log("measuring latency ...")
+    try:
+        write_json_atomic(path, {"spec": spec, "rows": measure_latency(ws, preset, log), "date": now()})
+    except Exception as exc:  # noqa: BLE001 -- latency is an extra; the run's units are kept
+        log(f"latency FAILED: {format_exception(exc)[0]}")
+
+
+def table(inp: TableInput) -> list[str]:
+    parts, t, latency = [], inp.rows, inp.latency
+    if len(t):
+        rows = []
+        for task, g in t.groupby("task", sort=False):
+            ref = g[g["committee"] == "reference"]
+            refs = pm(*ref[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(ref) else ""
+            for kind in ("variants", "seeds"):
+                c = g[(g["committee"] == kind) & (g["committee_k"] != "")].sort_values("committee_k")
+                singles = g[(g["committee"] == kind) & (g["committee_k"] == "")]
+                best = singles["accuracy_mean"].max() if len(singles) else float("nan")
+                for r in c.itertuples():
+                    rows.append([task, kind, r.committee_k, pm(r.accuracy_mean, r.accuracy_std),
+                                 pm(r.vs_deep_mean, r.vs_deep_std), refs, pm(best, None), int(r.n)])
+        parts += [f"## committee: soft committee of K BERT-1 models vs {inp.preset.deep.name} (both pre-trained on "
+                  f"{inp.preset.main_size} articles)",
+                  md_table(["task", "committee", "K", "accuracy", "minus deep", "deep", "best single member", "n"],
+                           rows)]
+    if latency:
+        rows = [[r["model"], r["mode"], r["members"], r["batch"], f"{r['median_ms']:.2f}", f"{r['params_m']:.2f}",
+                 f"{r['gmacs_per_seq']:.4f}", r["depth"]] for r in latency]
+        parts += [f"## latency ({latency[0]['device']}, {latency[0]['precision']}, seq {latency[0]['seq_len']})",
+                  md_table(["model", "mode", "members", "batch", "median ms", "params M", "GMACs/seq", "layers"],
+                           rows)]
+    return parts
+
+
+STUDY = register(Study("committee", grid, table, "plots.make_figures:fig_committee", derived_rows=committee_rows,
+                       after_run=after_run, doc="soft-committee accuracy vs K against the deep model; latency"))

@@ -1,0 +1,132 @@
+"""What a study is: one `Study` object holding its grid, its table section, its intervention and its figure.
+
+The runner (runner.py), the tables (tables.py) and the figures (plots/make_figures.py) loop over the registered
+studies (`registered()`), in registration order; none of them names a study. A new study is one module in this
+package that builds a `Study` and calls `register` (plus an import line in studies/__init__.py), or one
+`register(Study(...))` call anywhere before the runner runs (the tests do that).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..presets import ModelSpec, Preset, TaskSpec
+from ..units import Workspace, finetune_spec, pretrain_spec, spec_hash
+
+
+@dataclass
+class GridRow:
+    """One fine-tuning unit as seen by one study, with the study's labels."""
+    study: str
+    model: ModelSpec
+    task: TaskSpec
+    seed: int
+    pretrain: dict | None          # pre-training spec; None = from scratch
+    ft: dict                       # fine-tuning spec
+    articles: int = 0
+    corpus: str = "none"           # 'none' | 'nested' | 'high' | 'random' | 'low', plus an intervention suffix
+    pretrain_seed: int | None = None
+    committee: str = ""            # '' | 'variants' | 'seeds' | 'reference'
+    member: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ft_hash(self) -> str:
+        return spec_hash(self.ft)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """A change to the pre-trained model between pre-training and fine-tuning: `suffix` labels its corpus
+    ('nested' -> 'nested-reset'), `finetune_args` are passed to units.finetune_spec (so they enter the unit hash)."""
+    suffix: str
+    finetune_args: tuple = ()      # ((name, value), ...); () = the model as pre-trained
+
+    def label(self, corpus: str) -> str:
+        return f"{corpus}-{self.suffix}" if self.suffix else corpus
+
+
+AS_PRETRAINED = Intervention("")
+
+
+def make_row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
+             corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "",
+             intervention: Intervention = AS_PRETRAINED) -> GridRow:
+    """One grid row: scratch when articles == 0, else pre-trained on `articles` of `corpus`."""
+    pre = None
+    if articles:
+        pre = pretrain_spec(ws, model, ws.corpus_spec(corpus, articles), pretrain_seed)
+    ft = finetune_spec(ws, model, pre, task, seed, member, **dict(intervention.finetune_args))
+    label = intervention.label(corpus) if articles else "none"
+    return GridRow(study, model, task, seed, pre, ft, articles, label,
+                   pretrain_seed if articles else None, committee, member if committee else None)
+
+
+@dataclass(frozen=True)
+class TableInput:
+    """What a study's table section may read: its own summary rows, the whole summary, the latency rows."""
+    preset: Preset
+    ws: Workspace
+    rows: object                   # summary.csv rows of this study (a DataFrame, maybe empty)
+    summary: object                # the whole summary DataFrame
+    latency: list
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study. `grid(study, preset, ws)` lists its units; `table(TableInput)` returns its markdown sections
+    for tables.md ([] when it has nothing to show); `figure(data, out)` draws it from the CSVs (data = the
+    loaded CSVs, see plots/make_figures.load) and returns a matplotlib figure or None; a string
+    'module:function' is imported only when drawn, so tinybert does not need matplotlib. Optional hooks:
+    `derived_rows(ws, grid, records)` adds results.csv rows computed from finished units (committee curves),
+    `after_run(preset, ws, log)` writes what the study needs besides units (overlap.csv, latency)."""
+    name: str
+    grid: Callable
+    table: Callable | None = None
+    figure: str | Callable | None = None
+    interventions: tuple = ()      # Interventions applied to the pre-trained model, if any (reset_unseen)
+    derived_rows: Callable | None = None
+    after_run: Callable | None = None
+    doc: str = ""
+
+    def rows(self, preset: Preset, ws: Workspace) -> list[GridRow]:
+        return self.grid(self, preset, ws)
+
+    def figure_function(self) -> Callable | None:
+        if isinstance(self.figure, str):
+            module, _, name = self.figure.partition(":")
+            return getattr(importlib.import_module(module), name)
+        return self.figure
+
+
+REGISTRY: dict[str, Study] = {}
+
+
+def register(study: Study) -> Study:
+    """Add (or replace) a study; the runner, tables and figures pick it up from here."""
+    REGISTRY[study.name] = study
+    return study
+
+
+def registered(names=None) -> list[Study]:
+    """The registered studies in registration order, or those named (in the order given)."""
+    if names is None:
+        return list(REGISTRY.values())
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown study {unknown[0]!r}; expected one of {tuple(REGISTRY)} or 'all'")
+    return [REGISTRY[n] for n in names]
+
+
+def study_names() -> tuple:
+    return tuple(REGISTRY)
+
+
+def build_grid(preset: Preset, ws: Workspace, studies=None) -> list[GridRow]:
+    """Every unit of the named studies (default: all registered), each labelled by its study."""
+    rows: list[GridRow] = []
+    for study in registered(studies):
+        rows += study.rows(preset, ws)
+    return rows

@@ -1,0 +1,68 @@
+"""Study ``overlap`` (E3, C5): the deep model on `overlap.task`, pre-trained on `overlap.size` articles chosen for
+high, random and low overlap with that task, plus the scratch control; and (`overlap_table`, written to
+overlap.csv after a run) the overlap of every task sample with every corpus of the preset, without training."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..md import md_table, pm
+from ..units import format_exception
+from .core import Study, TableInput, make_row, register
+
+
+def grid(study: Study, p, ws) -> list:
+    rows = []
+    task = p.task(p.overlap.task)
+    for seed in p.seeds:
+        rows.append(make_row(ws, study.name, p.deep, task, seed))
+        for arm in p.overlap.arms:
+            rows.append(make_row(ws, study.name, p.deep, task, seed, articles=p.overlap.size, corpus=arm))
+    return rows
+
+
+def overlap_table(ws, preset) -> list[dict]:
+    """Overlap of every task sample (every seed) with every corpus of the preset: the nested sizes (0 and the
+    size study's) and the overlap arms. No training; one row per (task, seed, corpus)."""
+    corpora = [("none", 0, None)] + [("nested", n, ws.corpus_spec("nested", n))
+                                     for n in sorted(set(preset.sizes) | {preset.main_size})]
+    corpora += [(arm, preset.overlap.size, ws.corpus_spec(arm, preset.overlap.size)) for arm in preset.overlap.arms]
+    rows = []
+    for task in preset.tasks:
+        for seed in preset.seeds:
+            for kind, n, spec in corpora:
+                res = ws.task_overlap(task, seed, spec)
+                rows.append({"task": task.name, "setting": ws.task(task, seed).setting, "seed": seed, "corpus": kind,
+                             "pretrain_articles": n, **res, "preset": preset.name, "vocab": ws.vocab_label})
+    return rows
+
+
+def after_run(preset, ws, log) -> None:
+    try:
+        pd.DataFrame(overlap_table(ws, preset)).to_csv(ws.out / "overlap.csv", index=False)
+    except Exception as exc:  # noqa: BLE001 -- a failed table must not lose the run's other results
+        log(f"overlap table FAILED: {format_exception(exc)[0]}")
+
+
+def table(inp: TableInput) -> list[str]:
+    parts = []
+    t, o = inp.rows, inp.preset.overlap
+    if len(t):
+        rows = [[r.task, r.corpus, r.pretrain_articles, pm(r.overlap_tokens_mean, None), pm(r.overlap_types_mean, None),
+                 pm(r.accuracy_mean, r.accuracy_std), pm(r.gap_mean, r.gap_std) if r.pretrained else "0", int(r.n)]
+                for r in t.itertuples()]
+        parts += [f"## overlap: controlled pre-training sets ({o.size} articles from a pool of {o.pool}) for {o.task}",
+                  md_table(["task", "corpus", "articles", "token overlap", "type overlap", "accuracy", "gap", "n"],
+                           rows)]
+    ov_path = inp.ws.out / "overlap.csv"
+    if ov_path.is_file():  # written by after_run even when no overlap unit has finished
+        ov = pd.read_csv(ov_path)
+        g = ov.groupby(["task", "corpus", "pretrain_articles"], sort=False)[["overlap_tokens", "overlap_types"]].mean()
+        rows = [[task, corpus, n, f"{a:.4f}", f"{b:.4f}"] for (task, corpus, n), (a, b) in g.iterrows()]
+        parts += ["## overlap: every task and corpus (mean over the seeds' samples)",
+                  md_table(["task", "corpus", "articles", "token overlap (a)", "type overlap (b)"], rows)]
+    return parts
+
+
+STUDY = register(Study("overlap", grid, table, "plots.make_figures:fig_overlap", after_run=after_run,
+                       doc="token overlap vs corpus size; gap vs overlap; the controlled high/random/low sets"))
