@@ -8,12 +8,15 @@
     python eval.py --task csv --train tr.csv --test te.csv --text-col text --label-col label --checkpoint a.pt
 
 Reading order: flags -> task data (data_prep.tasks.load_task, once per seed) -> members (checkpoint config and
-vocab, or --preset/model flags + --vocab) -> per seed and member: tokenize, seed, build_classifier, finetune
-(tinybert.finetune) -> committee curve (tinybert.committee) -> <out>/results.json (+ probs_seed<S>.npz).
+vocab, or --preset/model flags + --vocab) -> per seed and member: tokenize, then the fine-tuning unit (seed,
+build_classifier, finetune: tinybert/finetune_unit.py) -> committee curve (tinybert.committee) ->
+<out>/results.json (+ probs_seed<S>.npz). This file holds the flags and the orchestration; members, the per-seed
+loop, the plan line and the results' assembly live in tinybert/evaluation.py.
 
 Seeds: each seed draws its own task sample (load_task(seed=S)) and batch order (the same for every member), and
 member m is initialised (fresh head, or the whole model without pre-training) and gets dropout from seed
-S + 10007*m, so member 0 of a committee is the same run as a single-model evaluation with that checkpoint.
+S + 10007*m (finetune_unit.member_seed), so member 0 of a committee is the same run as a single-model evaluation
+with that checkpoint.
 The reported accuracy is the test accuracy at the epoch of best validation accuracy ("selected"); the last
 epoch's is reported beside it. Committee = argmax of the mean of the members' softmax probabilities (the
 selected models'); a mean-of-logits committee is recorded too.

@@ -1,7 +1,8 @@
 """Units: one pre-training run or one fine-tuning run, described by a spec dict and cached by its hash.
 
 Where it sits in the flow: the studies (studies.py) describe units; this file runs them with the library
-(tinybert.pretrain.pretrain, tinybert.finetune.finetune) and stores them under `<out>/units/`:
+(tinybert.pretrain.pretrain; tinybert.finetune_unit.run_member, eval.py's unit too) and stores them under
+`<out>/units/`:
 
     pretrain-<hash>/   spec.json, metrics.csv, checkpoint.pt while running (resumable), model.pt when done
                        (weights + config + vocab, no optimiser state), done.json (seconds, MLM accuracy, rows)
