@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from data_prep.wikipedia import CorpusReadError, ReadStats, default_wiki_sources, iter_articles
+from tinybert.atomic import replacing
 from tinybert.data_dir import REPO_ROOT
 
 FORMAT_VERSION = 1  # bump when the layouts or the selection change, to invalidate old caches
@@ -326,18 +327,11 @@ def _load_cached(npy_path: Path, json_path: Path, key: str):
 
 def _write_atomic(rows: np.ndarray, meta: dict, npy_path: Path, json_path: Path) -> None:
     """Write both files under temporary names, then move them into place: the .npy first, the sidecar last."""
-    npy_path.parent.mkdir(parents=True, exist_ok=True)
-    tag = f".tmp-{os.getpid()}"
-    tmp_npy, tmp_json = npy_path.with_name(npy_path.name + tag), json_path.with_name(json_path.name + tag)
-    try:
+    # the inner block ends first: the .npy is in place before the sidecar that vouches for it
+    with replacing(json_path) as tmp_json, replacing(npy_path) as tmp_npy:
         with open(tmp_npy, "wb") as f:
             np.save(f, rows)
         _write_sidecar(tmp_json, meta)
-        os.replace(tmp_npy, npy_path)
-        os.replace(tmp_json, json_path)
-    finally:
-        tmp_npy.unlink(missing_ok=True)
-        tmp_json.unlink(missing_ok=True)
 
 
 def _write_sidecar(path: Path, meta: dict) -> None:

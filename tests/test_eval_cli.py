@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from data_prep.tasks import Example, TaskData
+from tinybert import evaluation, finetune_unit
 from tinybert.checkpoint import save_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
@@ -199,7 +200,7 @@ def test_plan_output_folder_projected_time_and_cpu_note(stub, files, monkeypatch
     printed = capsys.readouterr().out
     assert printed.startswith(f"output folder: {out} (made when training starts)\n")
     assert "projected total time" in printed and "note: this run is projected" not in printed
-    monkeypatch.setattr(evalcli, "estimate_step_seconds", lambda *a, **k: 1000.0)  # as if a big model
+    monkeypatch.setattr(evaluation, "estimate_step_seconds", lambda *a, **k: 1000.0)  # as if a big model
     assert evalcli.main(args + ["--overwrite"]) == 0
     printed = capsys.readouterr().out
     # 30 training rows in batches of 8: 4 steps x 1000 s, plus 22 validation and test rows at a third of a step
@@ -210,7 +211,7 @@ def test_plan_output_folder_projected_time_and_cpu_note(stub, files, monkeypatch
 
 
 def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch, capsys):
-    real, calls = evalcli.finetune, []
+    real, calls = finetune_unit.finetune, []  # the one fine-tuning unit calls it
 
     def finetune_until(stop_call):
         def finetune(*args, **kwargs):
@@ -221,12 +222,12 @@ def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch
         return finetune
 
     args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1", "--seeds", "0", "1"]
-    monkeypatch.setattr(evalcli, "finetune", finetune_until(1))  # Ctrl-C during the first seed
+    monkeypatch.setattr(finetune_unit, "finetune", finetune_until(1))  # Ctrl-C during the first seed
     assert evalcli.main(base_args(files, files["dir"] / "a", *args)) == 130
     err = capsys.readouterr().err
     assert "no results were written" in err and "results.partial.json" not in err
     calls.clear()
-    monkeypatch.setattr(evalcli, "finetune", finetune_until(2))  # Ctrl-C during the second seed
+    monkeypatch.setattr(finetune_unit, "finetune", finetune_until(2))  # Ctrl-C during the second seed
     partial = files["dir"] / "b" / "results.partial.json"
     assert evalcli.main(base_args(files, files["dir"] / "b", *args)) == 130
     captured = capsys.readouterr()
@@ -236,14 +237,14 @@ def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch
 
 
 def test_one_class_predictions_are_flagged(stub, files, monkeypatch, capsys):
-    real = evalcli.finetune
+    real = finetune_unit.finetune
 
     def constant_guess(*args, **kwargs):  # as if the model had learned to always say 'pos' (label 1)
         res = real(*args, **kwargs)
         res["confusion"] = [[0, sum(row)] for row in res["confusion"]]
         return res
 
-    monkeypatch.setattr(evalcli, "finetune", constant_guess)
+    monkeypatch.setattr(finetune_unit, "finetune", constant_guess)
     out = files["dir"] / "flat"
     assert evalcli.main(base_args(files, out, "--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]),
                                   "--epochs", "1")) == 0

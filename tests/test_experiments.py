@@ -176,18 +176,19 @@ def test_the_gap_column_is_pre_trained_minus_scratch_paired_by_seed(smoke):
 
 
 def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, capsys, monkeypatch):
-    from tinybert.experiments import main, units
+    from tinybert import finetune_unit
+    from tinybert.experiments import main
 
     out, args = smoke
     before = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
     calls = []
-    real_finetune = units.finetune
+    real_finetune = finetune_unit.finetune  # the one fine-tuning unit calls it
 
     def no_work(*a, **k):
         calls.append(1)
         return real_finetune(*a, **k)
 
-    monkeypatch.setattr(units, "finetune", no_work)
+    monkeypatch.setattr(finetune_unit, "finetune", no_work)
     capsys.readouterr()
     assert main(["run", "--study", "all", *args, *PINNED]) == 0
     assert calls == []
@@ -201,7 +202,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
         calls.append(1)
         return real_finetune(model, train, val, test, cfg, *a, **k)
 
-    monkeypatch.setattr(units, "finetune", flaky)
+    monkeypatch.setattr(finetune_unit, "finetune", flaky)
     assert main(["run", "--study", "all", *args, *PINNED, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
     assert "(64 cached, 32 to run)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
@@ -217,7 +218,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
     assert "injected failure" in bad["error"] and "Traceback" in bad["traceback"]
 
     # The next run retries only the failed units.
-    monkeypatch.setattr(units, "finetune", real_finetune)
+    monkeypatch.setattr(finetune_unit, "finetune", real_finetune)
     assert main(["run", "--study", "pretrain_gap", *args, *PINNED, "--seeds", "0", "1", "2"]) == 0
     assert ", 4 to run, 4 of them failed before)" in capsys.readouterr().out
     df = pd.read_csv(out / "results.csv")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from .atomic import replacing
+
 CHECKPOINT_FORMAT = 1
 REQUIRED_KEYS = ("format", "kind", "model_config", "vocab", "model")
 
@@ -35,9 +37,8 @@ class CheckpointError(ValueError):
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:

@@ -267,6 +267,48 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
     With cfg.restore_best the model is left holding the selected weights; the selected test outputs are
     recomputed from those weights (a check that the kept state is the one that was selected).
     """
+    check_inputs(model, train, val, test)
+    pad_id = model.config.pad_id
+    train_b = DeviceBatches(train, pad_id, device)
+    val_b = DeviceBatches(val, pad_id, device) if val is not None and len(val) else None
+    test_b = DeviceBatches(test, pad_id, device)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+
+    # the default (not fused) AdamW and no clipping: the fine-tuning numbers were made so
+    opt = Optimisation.create(model, cfg.lr, cfg.weight_decay,
+                              lambda s: finetune_lr_multiplier(s, cfg, steps_per_epoch), device, precision)
+    evaluate_on = lambda b: evaluate(model, b, cfg.eval_batch_size, device, precision)  # noqa: E731
+    curve: list[dict] = []
+    selection = Selection(cfg.restore_best)
+    last_test: EvalResult | None = None
+    step = 0
+    start = time.perf_counter()
+    bar = tqdm(total=cfg.epochs * steps_per_epoch, unit="step", desc=desc, dynamic_ncols=True,
+               disable=not show_progress, mininterval=1.0, leave=False)
+    model.train()
+    try:
+        for epoch in range(cfg.epochs):
+            lr_epoch = opt.lr()
+            train_loss, step = train_epoch(model, train_b, opt, cfg, epoch, step, device, precision, bar)
+            val_r, last_test = evaluate_on(val_b), evaluate_on(test_b)
+            curve.append({"epoch": epoch, "lr": lr_epoch, "train_loss": train_loss,
+                          "val_loss": val_r.loss if val_r else None, "val_acc": val_r.acc if val_r else None,
+                          "test_loss": last_test.loss, "test_acc": last_test.acc,
+                          "elapsed_s": time.perf_counter() - start})
+            selection.update(model, epoch, val_r, last_test)
+            if show_progress:
+                tqdm.write(f"{desc} epoch {epoch}: train loss {train_loss:.4f}"
+                           + (f"  val acc {val_r.acc:.4f}" if val_r else "") + f"  test acc {last_test.acc:.4f}")
+    finally:
+        bar.close()
+    train_seconds = time.perf_counter() - start
+    best_test = selection.finish(model, last_test, cfg.epochs, lambda: evaluate_on(test_b))
+    return result_dict(selection, best_test, last_test, curve, step, train_seconds, test_b.labels,
+                       model.num_labels)
+
+
+def check_inputs(model, train: EncodedExamples, val: EncodedExamples | None, test: EncodedExamples) -> None:
+    """Labels within the model's classes, rows within its positions, non-empty train and test (ValueError)."""
     num_labels = model.num_labels
     for name, data in (("train", train), ("val", val), ("test", test)):
         if data is None:
@@ -281,93 +323,82 @@ def finetune(model: BertForSequenceClassification, train: EncodedExamples, val: 
     if len(train) == 0 or len(test) == 0:
         raise ValueError(f"need a non-empty train and test set (got {len(train)} and {len(test)} examples)")
 
-    pad_id = model.config.pad_id
-    train_b = DeviceBatches(train, pad_id, device)
-    val_b = DeviceBatches(val, pad_id, device) if val is not None and len(val) else None
-    test_b = DeviceBatches(test, pad_id, device)
-    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
 
-    # the default (not fused) AdamW and no clipping: the fine-tuning numbers were made so
-    opt = Optimisation.create(model, cfg.lr, cfg.weight_decay,
-                              lambda s: finetune_lr_multiplier(s, cfg, steps_per_epoch), device, precision)
-
-    curve: list[dict] = []
-    best_val, best_epoch, best_state = -1.0, -1, None
-    last_test: EvalResult | None = None
-    step = 0
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, unit="step", desc=desc, dynamic_ncols=True, disable=not show_progress,
-               mininterval=1.0, leave=False)
-    model.train()
-    try:
-        for epoch in range(cfg.epochs):
-            lr_epoch = opt.lr()
-            loss_acc = torch.zeros((), device=device)  # since the last log
-            epoch_loss = torch.zeros((), device=device)
+def train_epoch(model, train_b: DeviceBatches, opt: Optimisation, cfg: FinetuneConfig, epoch: int, step: int,
+                device, precision: Precision, bar) -> tuple[float, int]:
+    """One pass over the training batches; returns (mean training loss, global step count after the epoch).
+    The loss stays on the device and is read once per `log_every` steps and once at the end (host syncs)."""
+    loss_acc = torch.zeros((), device=device)  # since the last log
+    epoch_loss = torch.zeros((), device=device)
+    n_acc = n_batches = 0
+    for ids, mask, labels in train_b.train_batches(cfg.batch_size, cfg.seed, epoch):
+        with precision.autocast(device):
+            logits = model(ids, mask)
+        loss = F.cross_entropy(logits.float(), labels)
+        opt.backward(loss)
+        opt.step()
+        loss_acc += loss.detach()
+        epoch_loss += loss.detach()
+        n_acc += 1
+        n_batches += 1
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0:
+            avg = loss_acc.item() / n_acc  # the one host sync per log interval
+            _check_finite(avg, epoch, step)
+            bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", lr=f"{opt.lr():.2e}")
+            loss_acc.zero_()
             n_acc = 0
-            for ids, mask, labels in train_b.train_batches(cfg.batch_size, cfg.seed, epoch):
-                with precision.autocast(device):
-                    logits = model(ids, mask)
-                loss = F.cross_entropy(logits.float(), labels)
-                opt.backward(loss)
-                opt.step()
-                loss_acc += loss.detach()
-                epoch_loss += loss.detach()
-                n_acc += 1
-                step += 1
-                bar.update(1)
-                if step % cfg.log_every == 0:
-                    avg = loss_acc.item() / n_acc  # the one host sync per log interval
-                    _check_finite(avg, epoch, step)
-                    bar.set_postfix(epoch=epoch, loss=f"{avg:.3f}", lr=f"{opt.lr():.2e}")
-                    loss_acc.zero_()
-                    n_acc = 0
-            train_loss = epoch_loss.item() / steps_per_epoch
-            _check_finite(train_loss, epoch, step)
-            val_r = evaluate(model, val_b, cfg.eval_batch_size, device, precision)
-            last_test = evaluate(model, test_b, cfg.eval_batch_size, device, precision)
-            row = {"epoch": epoch, "lr": lr_epoch, "train_loss": train_loss,
-                   "val_loss": val_r.loss if val_r else None, "val_acc": val_r.acc if val_r else None,
-                   "test_loss": last_test.loss, "test_acc": last_test.acc,
-                   "elapsed_s": time.perf_counter() - start}
-            curve.append(row)
-            if val_r is not None and val_r.acc > best_val:
-                best_val, best_epoch = val_r.acc, epoch
-                if cfg.restore_best:
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                best_test = last_test
-            if show_progress:
-                tqdm.write(f"{desc} epoch {epoch}: train loss {train_loss:.4f}"
-                           + (f"  val acc {val_r.acc:.4f}" if val_r else "")
-                           + f"  test acc {last_test.acc:.4f}")
-    finally:
-        bar.close()
-    train_seconds = time.perf_counter() - start
+    train_loss = epoch_loss.item() / n_batches
+    _check_finite(train_loss, epoch, step)
+    return train_loss, step
 
-    if best_epoch < 0:  # no validation set: the last epoch is the selected one
-        selection, best_epoch, best_test = "final", cfg.epochs - 1, last_test
-    else:
-        selection = "val"
-        if cfg.restore_best:
-            model.load_state_dict(best_state)
-            best_test = evaluate(model, test_b, cfg.eval_batch_size, device, precision)
+
+class Selection:
+    """The model selection: the epoch of best validation accuracy (the first on ties), its test result and,
+    with `restore`, a copy of its weights; without a validation set, the last epoch."""
+
+    def __init__(self, restore: bool):
+        self.restore = restore
+        self.best_val, self.epoch, self.state, self.test = -1.0, -1, None, None
+        self.by = "val"
+
+    def update(self, model, epoch: int, val_r: EvalResult | None, test_r: EvalResult) -> None:
+        if val_r is not None and val_r.acc > self.best_val:
+            self.best_val, self.epoch, self.test = val_r.acc, epoch, test_r
+            if self.restore:
+                self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def finish(self, model, last_test: EvalResult, epochs: int, evaluate_test) -> EvalResult:
+        """The selected model's test result; with `restore`, the model gets the selected weights back and the test
+        set is evaluated again from them."""
+        if self.epoch < 0:  # no validation set: the last epoch is the selected one
+            self.by, self.epoch, self.test = "final", epochs - 1, last_test
+        elif self.restore:
+            model.load_state_dict(self.state)
+            self.test = evaluate_test()
+        return self.test
+
+
+def result_dict(selection: Selection, best_test: EvalResult, last_test: EvalResult, curve: list[dict], steps: int,
+                train_seconds: float, test_labels: torch.Tensor, num_labels: int) -> dict:
+    """finetune()'s return value (see its docstring); the arrays move to the host here."""
     preds = best_test.logits.argmax(-1)
     return {
         "curve": curve,
-        "selection": selection,
-        "selected_epoch": best_epoch,
-        "best_val_acc": best_val if selection == "val" else None,
+        "selection": selection.by,
+        "selected_epoch": selection.epoch,
+        "best_val_acc": selection.best_val if selection.by == "val" else None,
         "selected_test_acc": best_test.acc,
         "final_val_acc": curve[-1]["val_acc"],
         "final_test_acc": last_test.acc,
-        "steps": step,
+        "steps": steps,
         "train_seconds": train_seconds,
-        "confusion": confusion_matrix(test_b.labels, preds, num_labels).tolist(),
+        "confusion": confusion_matrix(test_labels, preds, num_labels).tolist(),
         "test_logits": best_test.logits.cpu().numpy(),
         "test_probs": best_test.logits.softmax(-1).cpu().numpy(),
         "final_test_probs": last_test.logits.softmax(-1).cpu().numpy(),
-        "test_labels": test_b.labels.cpu().numpy(),
+        "test_labels": test_labels.cpu().numpy(),
     }
 
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
+
+from .atomic import write_json_atomic
 
 RUN_JSON = "run.json"
 
@@ -58,6 +59,4 @@ def read(path: Path) -> dict:
 
 
 def write(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, record)

@@ -39,12 +39,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import os
 import re
 import sys
-import tempfile
 import unicodedata
 from pathlib import Path
+
+from .atomic import write_bytes_atomic
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 # HF's value for bert-base-uncased; Google's original WordpieceTokenizer uses 200. A constructor argument.
@@ -204,13 +204,6 @@ class _Cache(dict):
         return ids
 
 
-def _umask() -> int:
-    """The process umask (read by setting it, then restoring it: there is no getter)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 class WordPieceTokenizer:
     """BERT's uncased WordPiece tokenizer over a fixed vocabulary (a list of tokens; id = position)."""
 
@@ -289,17 +282,9 @@ class WordPieceTokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "vocab.txt"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes the file 0600; give it the mode open() would
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._file_bytes())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # fsync: a vocab is the key to every checkpoint and corpus cache made with it; open()'s mode (0644 under
+        # the usual umask), as the tests of train.py's outputs expect
+        write_bytes_atomic(path, self._file_bytes(), fsync=True)
         return path
 
     # Workers (DataLoader, multiprocessing) get a copy without the cache; it refills there.

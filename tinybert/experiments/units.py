@@ -1,7 +1,8 @@
 """Units: one pre-training run or one fine-tuning run, described by a spec dict and cached by its hash.
 
 Where it sits in the flow: the studies (studies.py) describe units; this file runs them with the library
-(tinybert.pretrain.pretrain, tinybert.finetune.finetune) and stores them under `<out>/units/`:
+(tinybert.pretrain.pretrain; tinybert.finetune_unit.run_member, eval.py's unit too) and stores them under
+`<out>/units/`:
 
     pretrain-<hash>/   spec.json, metrics.csv, checkpoint.pt while running (resumable), model.pt when done
                        (weights + config + vocab, no optimiser state), done.json (seconds, MLM accuracy, rows)
@@ -38,11 +39,13 @@ import torch
 from data_prep.corpus import load_or_build_corpus
 from data_prep.tasks import TaskData, load_task
 from data_prep.wikipedia import default_wiki_sources
+from tinybert import atomic
 from tinybert import overlap as ov
 from tinybert.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from tinybert.config import ModelConfig, make_model_config
 from tinybert.data_dir import resolve_data_dir
-from tinybert.finetune import FinetuneConfig, build_classifier, encode_examples, finetune
+from tinybert.finetune import FinetuneConfig, encode_examples
+from tinybert.finetune_unit import member_seed, run_member
 from tinybert.model import INIT_STD, BertForMaskedLM, count_parameters, init_weights
 from tinybert.pretrain import PretrainConfig, pretrain
 from tinybert.runtime import Precision, seed_everything
@@ -51,7 +54,6 @@ from tinybert.tokenizer import WordPieceTokenizer
 from .presets import ModelSpec, Preset, TaskSpec
 
 UNIT_VERSION = 1
-MEMBER_SEED_STRIDE = 10007  # as eval.py: committee member m is initialised from seed + 10007 * m
 
 
 def spec_hash(spec: dict) -> str:
@@ -60,20 +62,8 @@ def spec_hash(spec: dict) -> str:
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default) + "\n")
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.ndarray, tuple, set)):
-        return list(o.tolist() if isinstance(o, np.ndarray) else o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """A unit record: indent 1, numpy values as plain JSON (tinybert/atomic.py writes it)."""
+    atomic.write_json_atomic(path, obj, indent=1, default=atomic.json_default)
 
 
 def read_json(path: Path):
@@ -288,7 +278,7 @@ def finetune_spec(ws: Workspace, model: ModelSpec, pretrain: dict | None, task: 
                   member: int = 0, reset_unseen: bool = False, reinit_blocks: bool = False) -> dict:
     spec = {"version": UNIT_VERSION, "kind": "finetune", "model": ws.model_config(model).to_dict(),
             "pretrain": None if pretrain is None else spec_hash(pretrain), "task": asdict(task),
-            "finetune": dict(ws.preset.finetune), "seed": seed, "init_seed": seed + MEMBER_SEED_STRIDE * member,
+            "finetune": dict(ws.preset.finetune), "seed": seed, "init_seed": member_seed(seed, member),
             "vocab": ws.tokenizer.vocab_hash}
     # the interventions of the reset_unseen study; keys only when set, so every other unit keeps its hash
     for key, on in (("reset_unseen", reset_unseen), ("reinit_blocks", reinit_blocks)):
@@ -415,34 +405,30 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
     data = ws.task(task, spec["seed"])
     config = ModelConfig.from_dict(spec["model"])
     ckpt = None if pretrain is None else ws.checkpoint(pretrain)
-    seed_everything(spec["init_seed"])
-    model, _ = build_classifier(ckpt, config, data.num_labels)
     n_reset = 0
-    if spec.get("reset_unseen"):
-        n_reset = reset_unseen_rows(model, ws.corpus_counts(pretrain["corpus"]), ws.exclude, spec["init_seed"])
-    if spec.get("reinit_blocks"):
-        reinit_blocks(model, spec["init_seed"])
-    model = model.to(ws.device)
+
+    def prepare(model):  # the reset_unseen study's interventions, on the freshly built model
+        nonlocal n_reset
+        if spec.get("reset_unseen"):
+            n_reset = reset_unseen_rows(model, ws.corpus_counts(pretrain["corpus"]), ws.exclude, spec["init_seed"])
+        if spec.get("reinit_blocks"):
+            reinit_blocks(model, spec["init_seed"])
+
     cfg = FinetuneConfig(**fcfg, seed=spec["seed"], log_every=50)
-    start = time.perf_counter()
-    res = finetune(model, train, val if len(val) else None, test, cfg, ws.device, ws.precision,
-                   show_progress=False)
-    seconds = time.perf_counter() - start
+    member = run_member(ckpt, config, data.num_labels, (train, val, test), cfg, ws.device, ws.precision,
+                        init_seed=spec["init_seed"], prepare=prepare)
+    res = member.result
     overlap = ws.task_overlap(task, spec["seed"], None if pretrain is None else pretrain["corpus"])
     json_path, npz_path = ft_paths(ws, spec)
-    npz_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npz_path.with_name(f"{npz_path.stem}.tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, probs=res["test_probs"].astype(np.float32),
-                        logits=res["test_logits"].astype(np.float32),
-                        final_probs=res["final_test_probs"].astype(np.float32), labels=res["test_labels"])
-    os.replace(tmp, npz_path)
+    atomic.write_npz_atomic(npz_path, **{k: (v if k == "labels" else v.astype(np.float32))
+                                         for k, v in member.arrays().items()})
     rec = {
         "hash": spec_hash(spec), "spec": spec, "status": "ok", "error": "",
         "accuracy": res["selected_test_acc"], "final_accuracy": res["final_test_acc"],
         "best_val_accuracy": res["best_val_acc"], "selected_epoch": res["selected_epoch"],
-        "selection": res["selection"], "steps": res["steps"], "finetune_seconds": seconds,
+        "selection": res["selection"], "steps": res["steps"], "finetune_seconds": member.seconds,
         "setting": data.setting, "num_labels": data.num_labels,
-        "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": count_parameters(model),
+        "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": member.params,
         "overlap": {k: overlap[k] for k in ("overlap_tokens", "overlap_types", "task_tokens", "task_types")},
         "pretrain": pretrain_info, "reset_rows": n_reset, "curve": res["curve"], "notes": data.notes,
         "device": ws.machine, "precision": ws.precision.name, "date": now(),
