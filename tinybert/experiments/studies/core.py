@@ -51,6 +51,20 @@ class Intervention:
 AS_PRETRAINED = Intervention("")
 
 
+def deep_size_rows(study: "Study", p, ws: Workspace, sizes, interventions=(AS_PRETRAINED,)) -> list:
+    """Per size task and seed: the deep model from scratch, then pre-trained on each of `sizes` articles under
+    each of `interventions` (the grids of ``size`` and ``reset_unseen``)."""
+    rows = []
+    for name in p.size_tasks:
+        task = p.task(name)
+        for seed in p.seeds:
+            rows.append(make_row(ws, study.name, p.deep, task, seed))
+            for n in sizes:
+                for iv in interventions:
+                    rows.append(make_row(ws, study.name, p.deep, task, seed, articles=n, intervention=iv))
+    return rows
+
+
 def make_row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
              corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "",
              intervention: Intervention = AS_PRETRAINED) -> GridRow:

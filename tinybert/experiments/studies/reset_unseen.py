@@ -8,22 +8,14 @@ blocks are, the second arm does. The interventions themselves run in units.py (f
 from __future__ import annotations
 
 from ..md import md_table, pm
-from .core import AS_PRETRAINED, Intervention, Study, TableInput, make_row, register
+from .core import AS_PRETRAINED, Intervention, Study, TableInput, deep_size_rows, register
 
 INTERVENTIONS = (AS_PRETRAINED, Intervention("reset", (("reset_unseen", True),)),
                  Intervention("blocks", (("reinit_blocks", True),)))
 
 
 def grid(study: Study, p, ws) -> list:
-    rows = []
-    for name in p.size_tasks:
-        task = p.task(name)
-        for seed in p.seeds:
-            rows.append(make_row(ws, study.name, p.deep, task, seed))
-            for n in p.reset_sizes or sorted({min(p.sizes), p.main_size}):
-                for iv in study.interventions:
-                    rows.append(make_row(ws, study.name, p.deep, task, seed, articles=n, intervention=iv))
-    return rows
+    return deep_size_rows(study, p, ws, p.reset_sizes or sorted({min(p.sizes), p.main_size}), study.interventions)
 
 
 def table(inp: TableInput) -> list[str]:

@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 from ..md import md_table, pm
-from .core import Study, TableInput, make_row, register
+from .core import Study, TableInput, deep_size_rows, register
 
 
 def grid(study: Study, p, ws) -> list:
-    rows = []
-    for name in p.size_tasks:
-        task = p.task(name)
-        for seed in p.seeds:
-            rows.append(make_row(ws, study.name, p.deep, task, seed))
-            for n in p.sizes:
-                rows.append(make_row(ws, study.name, p.deep, task, seed, articles=n))
-    return rows
+    return deep_size_rows(study, p, ws, p.sizes)
 
 
 def table(inp: TableInput) -> list[str]:
