@@ -39,7 +39,7 @@ from tinybert.config import MODEL_PRESETS, make_model_config, parse_conv_kernel
 from tinybert.distributed import DistContext, env_ranks, init_from_env, main_first, shutdown
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.optim import SCHEDULES
-from tinybert.pretrain import PretrainConfig, TrainingDiverged, estimate_step_seconds, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, TrainingDiverged, estimate_step_seconds, pretrain
 from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_everything, tune_cpu_allocator
 from tinybert.tokenizer import WordPieceTokenizer
 
@@ -414,10 +414,10 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
                      "compile": args.compile}
         run_record.start_segment(out, segment, first)
     try:
-        final = pretrain(model, tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens,
-                         data.eval_tokens, cfg, out, device, precision, resume=args.resume,
-                         show_progress=show_progress, rank=ctx.rank, world_size=world, ddp_model=ddp_model,
-                         compile=args.compile, checkpoint_extra={"data": data.meta, "cli": vars(args)})
+        mlm_data = MLMData(tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens, data.eval_tokens)
+        final = pretrain(model, mlm_data, cfg, RunOptions(
+            out, device, precision, resume=args.resume, show_progress=show_progress, rank=ctx.rank, world_size=world,
+            ddp_model=ddp_model, compile=args.compile, checkpoint_extra={"data": data.meta, "cli": vars(args)}))
     except TrainingDiverged as exc:
         if ctx.is_main:
             print(f"error: {exc}", file=sys.stderr)

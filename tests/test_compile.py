@@ -16,7 +16,7 @@ import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
-from tinybert.pretrain import PretrainConfig, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(20)]
@@ -36,8 +36,9 @@ def run(out, compile=False, dropout=0.1):
     torch.manual_seed(0)
     model = BertForMaskedLM(make_model_config("tiny", vocab_size=len(VOCAB), max_position=12, dropout=dropout,
                                               attention_dropout=dropout))
-    final = pretrain(model, VOCAB, 4, 0, corpus(), corpus(8, seed=1), CFG, out, torch.device("cpu"),
-                     Precision("fp32", "test"), show_progress=False, compile=compile)
+    final = pretrain(model, MLMData(VOCAB, 4, 0, corpus(), corpus(8, seed=1)), CFG,
+                     RunOptions(out, torch.device("cpu"), Precision("fp32", "test"), show_progress=False,
+                                compile=compile))
     return model, final
 
 

@@ -33,7 +33,7 @@ from tinybert.config import make_model_config
 from tinybert.data import TokenBatches, prefetch
 from tinybert.distributed import DistContext, all_reduce_sum, init_from_env, shutdown
 from tinybert.model import BertForMaskedLM
-from tinybert.pretrain import PretrainConfig, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
@@ -80,8 +80,9 @@ def run_pretrain(out, cfg, world=1, rank=0, dropout=0.0, resume=False, log=None,
     model = model or tiny_model(dropout)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
     on_log = (lambda row: log.append(row["train_loss"])) if log is not None else None
-    final = pretrain(model, VOCAB, 4, 0, train, EVAL, cfg, out, CPU, FP32, resume=resume, rank=rank,
-                     world_size=world, ddp_model=ddp, show_progress=False, on_log=on_log, **kwargs)
+    final = pretrain(model, MLMData(VOCAB, 4, 0, train, EVAL), cfg,
+                     RunOptions(out, CPU, FP32, resume=resume, rank=rank, world_size=world, ddp_model=ddp,
+                                show_progress=False, on_log=on_log, **kwargs))
     return model, final
 
 
@@ -145,8 +146,9 @@ def _worker(rank, world, ports, tmp):
                 saved.append(load_checkpoint(tmp / "vote" / "checkpoint.pt")["progress"])
 
         model = tiny_model()
-        pretrain(model, VOCAB, 4, 0, TRAIN, EVAL, vote, tmp / "vote", CPU, FP32, rank=rank, world_size=world,
-                 ddp_model=torch.nn.parallel.DistributedDataParallel(model), show_progress=False, on_log=peek)
+        pretrain(model, MLMData(VOCAB, 4, 0, TRAIN, EVAL), vote,
+                 RunOptions(tmp / "vote", CPU, FP32, rank=rank, world_size=world, show_progress=False, on_log=peek,
+                            ddp_model=torch.nn.parallel.DistributedDataParallel(model)))
         if rank == 0:
             (tmp / "result.json").write_text(json.dumps({"log": log, "final": final, "exact": exact,
                                                          "hollow": hollow, "vote": saved}))

@@ -40,7 +40,7 @@ from tinybert.checkpoint import load_checkpoint
 from tinybert.config import ModelConfig
 from tinybert.finetune import EncodedExamples, FinetuneConfig, build_classifier, finetune
 from tinybert.model import BertForMaskedLM
-from tinybert.pretrain import PretrainConfig, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import choose_precision, seed_everything
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(5, 100)]
@@ -96,8 +96,8 @@ def run_pretrain(out: Path, interrupt_at: int | None = None) -> dict:
                 raise KeyboardInterrupt
             log.append(rec)
         seed_everything(PRE.seed)  # as train.py does before building the model
-        return pretrain(BertForMaskedLM(MODEL), VOCAB, MASK, PAD, token_rows(40, 1), token_rows(16, 2), PRE, out,
-                        CPU, FP32, resume=resume, show_progress=False, on_log=on_log)
+        return pretrain(BertForMaskedLM(MODEL), MLMData(VOCAB, MASK, PAD, token_rows(40, 1), token_rows(16, 2)), PRE,
+                        RunOptions(out, CPU, FP32, resume=resume, show_progress=False, on_log=on_log))
 
     if interrupt_at is None:
         final = start(resume=False)

@@ -10,7 +10,7 @@ from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
 from tinybert.optim import pretrain_lr_multiplier as lr_multiplier
-from tinybert.pretrain import PretrainConfig, TrainingDiverged, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, TrainingDiverged, pretrain
 from tinybert.runtime import Precision
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
@@ -40,8 +40,8 @@ def model(seed=0):
 def run(out, cfg, resume=False, net=None, m=None, eval_rows=None):
     m = m or model()
     eval_rows = corpus(16, seed=1) if eval_rows is None else eval_rows
-    return m, pretrain(m, VOCAB, 4, 0, corpus(), eval_rows, cfg, out, CPU, FP32, resume=resume,
-                       ddp_model=net, show_progress=False)
+    return m, pretrain(m, MLMData(VOCAB, 4, 0, corpus(), eval_rows), cfg,
+                       RunOptions(out, CPU, FP32, resume=resume, ddp_model=net, show_progress=False))
 
 
 def test_loss_falls_and_metrics_written(tmp_path):
@@ -127,8 +127,8 @@ def test_time_based_checkpoints_are_exact_resume_points(tmp_path):
 
     often = PretrainConfig(**{**cfg.__dict__, "checkpoint_minutes": 1e-9})
     with pytest.raises(KeyboardInterrupt):
-        pretrain(model(), VOCAB, 4, 0, corpus(), corpus(16, seed=1), often, tmp_path / "cut", CPU, FP32,
-                 show_progress=False, on_log=stop_at_step_3)
+        pretrain(model(), MLMData(VOCAB, 4, 0, corpus(), corpus(16, seed=1)), often,
+                 RunOptions(tmp_path / "cut", CPU, FP32, show_progress=False, on_log=stop_at_step_3))
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["progress"] == {"epoch": 0, "batch": 2, "step": 2}
     resumed, _ = run(tmp_path / "cut", often, resume=True, m=model(seed=123))
     for (name, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items()):
@@ -136,8 +136,8 @@ def test_time_based_checkpoints_are_exact_resume_points(tmp_path):
     # checkpoint_minutes 0: only epoch ends write checkpoints
     off = PretrainConfig(**{**cfg.__dict__, "checkpoint_minutes": 0})
     with pytest.raises(KeyboardInterrupt):
-        pretrain(model(), VOCAB, 4, 0, corpus(), corpus(16, seed=1), off, tmp_path / "off", CPU, FP32,
-                 show_progress=False, on_log=stop_at_step_3)
+        pretrain(model(), MLMData(VOCAB, 4, 0, corpus(), corpus(16, seed=1)), off,
+                 RunOptions(tmp_path / "off", CPU, FP32, show_progress=False, on_log=stop_at_step_3))
     assert not (tmp_path / "off" / "checkpoint.pt").exists()
 
 

@@ -1,6 +1,7 @@
 """train.py end to end on a tiny corpus: plan, checkpoint, resume, and clear errors for bad input."""
 
 import csv
+import dataclasses
 import json
 import math
 
@@ -118,13 +119,13 @@ def record_logs(monkeypatch, logs, stop_at_epoch=None):
     """Wrap train.pretrain to record every log row; Ctrl-C (KeyboardInterrupt) at the first log of an epoch."""
     real = getattr(train.pretrain, "__wrapped__", train.pretrain)  # the library function, not an earlier wrapper
 
-    def pretrain(*args, **kwargs):
+    def pretrain(model, data, cfg, run):
         def on_log(row):
             logs.append(row)
             if row["epoch"] == stop_at_epoch:
                 raise KeyboardInterrupt
 
-        return real(*args, **{**kwargs, "on_log": on_log})
+        return real(model, data, cfg, dataclasses.replace(run, on_log=on_log))
 
     pretrain.__wrapped__ = real
     monkeypatch.setattr(train, "pretrain", pretrain)

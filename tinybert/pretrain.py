@@ -41,7 +41,9 @@ The units `pretrain` is made of: TrainingState (model + optimisation + progress;
 RNG restore), step_inputs (masks, this rank's shard, the DDP loss share), ForwardBackward (autocast forward,
 scaled backward, the compile fallback), MetricsLog (the log interval's all-reduce with the NaN check and the
 time-based checkpoint vote; metrics.csv). AdamW, the scaler, clipping and the lr schedules: optim.py, shared
-with fine-tuning.
+with fine-tuning. `pretrain(model, data, cfg, run)` takes three small objects: MLMData (vocabulary, special ids,
+token rows), PretrainConfig (what is learned) and RunOptions (where and how it runs: output folder, device,
+precision, resume, ranks, progress, compile, callbacks).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -390,41 +393,63 @@ class MetricsLog:
 # the loop
 
 
-def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, eval_tokens,
-             cfg: PretrainConfig, out_dir: Path, device: torch.device, precision: Precision,
-             checkpoint_extra: dict | None = None, resume: bool = False, rank: int = 0, world_size: int = 1,
-             ddp_model=None, show_progress: bool = True, compile: bool | str = False,
-             on_log: Callable[[dict], None] | None = None, prefetch_batches: bool | None = None) -> dict:
-    """Run (or resume) MLM pre-training; return the final metrics. Only rank 0 writes files.
+@dataclass
+class MLMData:
+    """What pre-training reads: the vocabulary (masking draws its random replacements from it), the [MASK] and
+    [PAD] ids, and the training and held-out token rows ((rows, seq_len) integer arrays)."""
+    vocab: list[str]
+    mask_id: int
+    pad_id: int
+    train_tokens: Any
+    eval_tokens: Any
 
-    Several ranks (world_size > 1, a process group started, `ddp_model` = DistributedDataParallel(model)):
-    see "Data parallel" in the module docstring. compile: False, True (torch.compile with inductor) or a
-    torch.compile backend name; it falls back to eager with a one-line warning where compiling fails.
-    on_log(dict): called on every rank at each log point with {'epoch', 'step', 'train_loss', 'lr'}, where
-    train_loss is the global-batch loss averaged over the log interval (the same on all ranks).
-    prefetch_batches: build, mask and pin the next batches in a background thread (default: on CUDA only).
-    """
+
+@dataclass
+class RunOptions:
+    """Where and how one pre-training run executes. None of it changes what is learned (resume continues the run
+    in out_dir exactly). Several ranks: world_size > 1, a process group started and `ddp_model` =
+    DistributedDataParallel(model), see "Data parallel" in the module docstring. compile: False, True (inductor)
+    or a torch.compile backend name, with an eager fallback. on_log(dict): called on every rank at each log point
+    with {'epoch', 'step', 'train_loss', 'lr'} (the global-batch loss over the log interval). prefetch_batches:
+    build, mask and pin the next batches in a background thread (default: on CUDA only). checkpoint_extra: more
+    entries for every checkpoint (train.py: the data provenance and the command line)."""
+    out_dir: Path
+    device: torch.device
+    precision: Precision
+    resume: bool = False
+    rank: int = 0
+    world_size: int = 1
+    ddp_model: Any = None
+    show_progress: bool = True
+    compile: bool | str = False
+    on_log: Callable[[dict], None] | None = None
+    prefetch_batches: bool | None = None
+    checkpoint_extra: dict | None = None
+
+
+def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict:
+    """Run (or resume) MLM pre-training of `model`; return the final metrics row. Only rank 0 writes files."""
+    device, precision, rank, world_size, ddp_model = run.device, run.precision, run.rank, run.world_size, run.ddp_model
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"schedule {cfg.schedule!r}: expected one of {SCHEDULES}")
     if world_size > 1 and ddp_model is None:
         raise ValueError("world_size > 1 needs ddp_model (the DistributedDataParallel wrapper of model)")
-    out_dir = Path(out_dir)
-    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.csv"
-    masker = MLMMasker(vocab, mask_id, cfg.mlm_prob)
-    batches = TokenBatches(train_tokens, cfg.batch_size, pad_id, shuffle=True, seed=cfg.seed,
+    ckpt_path, metrics_path = Path(run.out_dir) / "checkpoint.pt", Path(run.out_dir) / "metrics.csv"
+    masker = MLMMasker(data.vocab, data.mask_id, cfg.mlm_prob)
+    batches = TokenBatches(data.train_tokens, cfg.batch_size, data.pad_id, shuffle=True, seed=cfg.seed,
                            drop_last=True, rank=rank, world_size=world_size)
-    eval_batches = TokenBatches(eval_tokens, cfg.batch_size, pad_id, shuffle=False, rank=rank,
+    eval_batches = TokenBatches(data.eval_tokens, cfg.batch_size, data.pad_id, shuffle=False, rank=rank,
                                 world_size=world_size)
     steps_per_epoch = len(batches)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_tokens)} training rows give no full batch of {cfg.batch_size}")
+        raise ValueError(f"{len(data.train_tokens)} training rows give no full batch of {cfg.batch_size}")
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
     state = TrainingState.create(model, cfg, steps_per_epoch, device, precision)
-    step_fn = ForwardBackward(ddp_model if ddp_model is not None else model, compile, state.opt, device,
+    step_fn = ForwardBackward(ddp_model if ddp_model is not None else model, run.compile, state.opt, device,
                               precision, announce=rank == 0)
-    if resume:
+    if run.resume:
         state.resume(ckpt_path, cfg, steps_per_epoch, rank, world_size, device)
         if rank == 0:
             drop_metrics_from(metrics_path, state.epoch)
@@ -432,12 +457,12 @@ def pretrain(model, vocab: list[str], mask_id: int, pad_id: int, train_tokens, e
         # one independent dropout stream per rank (all ranks start from the same seeded state, which would
         # give rank r's row i the same dropout pattern as rank 0's row i)
         torch.manual_seed(dropout_seed(cfg.seed, rank, 0))
-    save_args = (cfg, vocab, rank, world_size, device, checkpoint_extra)
+    save_args = (cfg, data.vocab, rank, world_size, device, run.checkpoint_extra)
     model.train()
     bar = tqdm(total=total_steps, initial=state.step, unit="step", dynamic_ncols=True,
-               disable=not (show_progress and rank == 0), mininterval=1.0)
-    log = MetricsLog(metrics_path, ckpt_path, cfg, device, rank, world_size, bar, on_log)
-    prefetch_batches = device.type == "cuda" if prefetch_batches is None else prefetch_batches
+               disable=not (run.show_progress and rank == 0), mininterval=1.0)
+    log = MetricsLog(metrics_path, ckpt_path, cfg, device, rank, world_size, bar, run.on_log)
+    prefetch_batches = device.type == "cuda" if run.prefetch_batches is None else run.prefetch_batches
     with bar:  # (closed on Ctrl-C too; the caller says what to do next, train.py names the last checkpoint)
         while state.epoch < cfg.epochs and state.step < total_steps:
             epoch, b = state.epoch, state.batch - 1  # b stays so if a resumed epoch has no batch left

@@ -47,7 +47,7 @@ from tinybert.data_dir import resolve_data_dir
 from tinybert.finetune import FinetuneConfig, encode_examples
 from tinybert.finetune_unit import member_seed, run_member
 from tinybert.model import INIT_STD, BertForMaskedLM, count_parameters, init_weights
-from tinybert.pretrain import PretrainConfig, pretrain
+from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision, seed_everything
 from tinybert.tokenizer import WordPieceTokenizer
 
@@ -353,8 +353,9 @@ def run_pretrain(ws: Workspace, spec: dict, log=print) -> dict:
     prior = _last_elapsed(d / "metrics.csv") if resume else 0.0
     tok = ws.tokenizer
     start = time.perf_counter()
-    final = pretrain(model, tok.vocab, tok.mask_id, tok.pad_id, rows, eval_rows, cfg, d, ws.device, ws.precision,
-                     resume=resume, show_progress=ws.show_progress, checkpoint_extra={"unit": spec_hash(spec)})
+    final = pretrain(model, MLMData(tok.vocab, tok.mask_id, tok.pad_id, rows, eval_rows), cfg,
+                     RunOptions(d, ws.device, ws.precision, resume=resume, show_progress=ws.show_progress,
+                                checkpoint_extra={"unit": spec_hash(spec)}))
     seconds = prior + time.perf_counter() - start
     payload = {"kind": "mlm", "model_config": config.to_dict(), "train_config": asdict(cfg), "vocab": tok.vocab,
                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "unit": spec_hash(spec)}
