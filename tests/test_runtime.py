@@ -1,5 +1,7 @@
 """Device and precision choice: what `--precision auto` resolves to, and the override for testing other hosts."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,7 +17,8 @@ def test_auto_on_cpu_follows_native_bf16_and_the_override(monkeypatch, forced, e
 
 def test_without_override_reads_the_cpu_flags(monkeypatch):
     monkeypatch.delenv("TINYBERT_CPU_BF16", raising=False)
-    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text(errors="ignore") if cpuinfo.exists() else ""
     assert cpu_has_native_bf16() is ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
