@@ -1,8 +1,10 @@
 """Masking statistics and invariants (tinybert/masking.py)."""
 
+import pytest
 import torch
 
-from tinybert.masking import MLMMasker, is_special_token
+from tinybert.masking import MLMMasker, is_special_token, mlm_targets
+from tinybert.model import IGNORE_INDEX
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]"] + [f"w{i}" for i in range(200)]
 PAD, UNK, CLS, SEP, MASK = range(5)
@@ -67,3 +69,35 @@ def test_every_row_with_maskable_tokens_gets_a_target():
         _, labels = masker(ids, torch.Generator().manual_seed(seed))
         assert (labels[0] != -100).sum() >= 1
         assert (labels[1] == -100).all()  # nothing maskable in that row
+
+
+# --------------------------------------------------------------------------------------------------------
+# host-side target gathering (the static-shape MLM step)
+
+def _reference_targets(labels):
+    """Slow oracle: per row, the (position, label) pairs of the predicted tokens in order."""
+    return [[(t, int(y)) for t, y in enumerate(row) if y != IGNORE_INDEX] for row in labels.tolist()]
+
+
+@pytest.mark.parametrize("multiple", [1, 8, 5])
+def test_mlm_targets_match_the_per_row_reference(multiple):
+    g = torch.Generator().manual_seed(3)
+    labels = torch.where(torch.rand(6, 20, generator=g) < 0.3, torch.randint(5, 99, (6, 20), generator=g),
+                         torch.full((6, 20), IGNORE_INDEX))
+    labels[2] = IGNORE_INDEX  # a row with nothing to predict
+    out = mlm_targets(labels, multiple)
+    most = max(len(r) for r in _reference_targets(labels))
+    assert out.positions.shape == out.labels.shape == (6, min(-(-most // multiple) * multiple, 20))
+    for row, (pos, lab) in enumerate(zip(out.positions.tolist(), out.labels.tolist())):
+        pairs = [(p, y) for p, y in zip(pos, lab) if y != IGNORE_INDEX]
+        assert pairs == _reference_targets(labels)[row]
+        assert all(p == 0 for p, y in zip(pos, lab) if y == IGNORE_INDEX)
+
+
+def test_mlm_targets_keeps_leading_dims_and_caps_slots_at_the_row_length():
+    labels = torch.arange(2 * 3 * 5).view(2, 3, 5)  # every position predicted
+    out = mlm_targets(labels, multiple=8)
+    assert out.positions.shape == (2, 3, 5)
+    assert torch.equal(out.labels, labels)
+    with pytest.raises(ValueError, match="multiple"):
+        mlm_targets(labels, multiple=0)

@@ -15,6 +15,8 @@ Differences from the authors' code (see docs/paper-recipe.md#masking), on purpos
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from .model import IGNORE_INDEX
@@ -62,3 +64,35 @@ class MLMMasker:
             choice = torch.randint(len(self.replacement_ids), (n_random,), generator=generator)
             masked[to_random] = self.replacement_ids[choice]
         return masked, labels
+
+
+class MLMTargets(NamedTuple):
+    """The positions a masked-LM step predicts, gathered on the host from its labels, so that the model's forward
+    has no shape that depends on data and never asks the device what it masked (no `nonzero`, no host sync).
+
+    positions: (..., B, M) long, indices into each row's T tokens, predicted ones first in ascending order;
+    labels:    (..., B, M) long, the target id in each used slot and IGNORE_INDEX in the unused ones (their
+               position is 0, a real token, so gathering there is harmless and their loss is ignored).
+    M is the largest number of predicted positions in any row, rounded up to a multiple of `multiple` (at most T):
+    a compiled step then sees a handful of shapes, not one per batch.
+    """
+    positions: torch.Tensor
+    labels: torch.Tensor
+
+
+def mlm_targets(labels: torch.Tensor, multiple: int = 8) -> MLMTargets:
+    """labels (..., B, T) with IGNORE_INDEX at positions not predicted (a CPU tensor: this is host-side work)
+    -> MLMTargets with M slots per row (see MLMTargets)."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    T = labels.size(-1)
+    keep = labels.ne(IGNORE_INDEX)
+    counts = keep.sum(-1)
+    most = int(counts.max()) if counts.numel() else 0
+    M = min(max(-(-most // multiple) * multiple, multiple), T)
+    # a stable sort on "not predicted" puts each row's predicted positions first, in their original order
+    order = torch.argsort((~keep).to(torch.int8), dim=-1, stable=True)[..., :M]
+    used = torch.arange(M) < counts.unsqueeze(-1)
+    positions = torch.where(used, order, torch.zeros_like(order))
+    targets = torch.gather(labels, -1, positions).masked_fill(~used, IGNORE_INDEX)
+    return MLMTargets(positions, targets)
