@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import tinybert.model as model_mod
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config, parse_conv_kernel
 from tinybert.model import (
     IGNORE_INDEX,
@@ -11,6 +12,7 @@ from tinybert.model import (
     BertForSequenceClassification,
     ConvFrontEnd,
     SelfAttention,
+    attention_bias,
     conv_macs_per_token,
     count_parameters,
     encoder_macs_per_token,
@@ -91,6 +93,31 @@ def test_sdpa_matches_reference_with_padding():
     _, mask = batch()
     torch.testing.assert_close(sdpa_attention(q, k, v, mask), reference_attention(q, k, v, mask))
     torch.testing.assert_close(sdpa_attention(q, k, v, None), reference_attention(q, k, v, None))
+
+
+def test_the_additive_mask_is_the_bool_mask_and_is_built_once_per_forward(monkeypatch):
+    """attention_bias is what SDPA makes of a bool mask (0 / -inf in the scores' dtype), so passing it gives the
+    same attention; BertEncoder builds it once for all its blocks."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 12, 16) for _ in range(3))
+    _, mask = batch()
+    bias = attention_bias(mask, q.dtype)
+    assert bias.shape == (3, 1, 1, 12) and bias.dtype == q.dtype
+    assert torch.equal(bias[:, 0, 0] == 0, mask) and bool((bias[:, 0, 0][~mask] == float("-inf")).all())
+    assert torch.equal(sdpa_attention(q, k, v, bias), sdpa_attention(q, k, v, mask))
+    torch.testing.assert_close(sdpa_attention(q, k, v, bias), reference_attention(q, k, v, mask))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert attention_bias(mask, model_mod.compute_dtype(q)).dtype == torch.bfloat16
+
+    calls = []
+    real = model_mod.attention_bias
+    monkeypatch.setattr(model_mod, "attention_bias", lambda *a: calls.append(1) or real(*a))
+    enc = BertEncoder(tiny(layers=3)).eval()
+    ids, mask = batch()
+    enc(ids, mask)
+    assert len(calls) == 1
+    enc(ids, None)  # no mask, no bias (SDPA may use its flash kernel)
+    assert len(calls) == 1
 
 
 def test_self_attention_module_matches_reference():

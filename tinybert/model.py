@@ -36,13 +36,36 @@ IGNORE_INDEX = -100  # label value of positions that are not predicted (as in HF
 # attention
 
 
+def attention_bias(key_padding_mask, dtype: torch.dtype):
+    """(B, T) bool key-padding mask (True = real token) -> its additive form (B, 1, 1, T): 0 for real keys, -inf
+    for padded ones, in `dtype` (the dtype of the attention scores). SDPA turns a bool mask into exactly this
+    itself (convert_boolean_attn_mask, in the query's dtype), once per call; BertEncoder builds it once per
+    forward instead, so the blocks share one tensor and no layer repeats the conversion."""
+    bias = torch.zeros(key_padding_mask.shape, dtype=dtype, device=key_padding_mask.device)
+    return bias.masked_fill_(~key_padding_mask, float("-inf"))[:, None, None, :]
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype matmuls on `x` produce here: the autocast dtype inside an enabled autocast, else x's own."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
 def sdpa_attention(q, k, v, key_padding_mask=None, dropout_p: float = 0.0):
-    """Fast attention. q, k, v: (B, heads, T, head_size); key_padding_mask: (B, T) bool, True = real token.
+    """Fast attention. q, k, v: (B, heads, T, head_size); key_padding_mask: (B, T) bool, True = real token, or
+    its additive (B, 1, 1, T) form from `attention_bias` (in q's dtype), as BertEncoder passes it.
 
     With no mask we pass attn_mask=None, so on GPU the flash kernel can be used (PyTorch does not dispatch to
     it when attn_mask is not None). The mask only hides padded *keys*; padded queries still get (ignored) outputs.
     """
-    attn_mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+    attn_mask = key_padding_mask
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = attention_bias(attn_mask, q.dtype)
+    elif attn_mask is not None and attn_mask.dtype != q.dtype:
+        # the encoder's guess of the compute dtype missed (CPU autocast does not reach matmuls under vmap, as in
+        # committee.py's BatchedCommittee): SDPA needs the mask in q's dtype
+        attn_mask = attn_mask.to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
 
@@ -205,6 +228,11 @@ class ConvFrontEnd(nn.Module):
     def forward(self, x, key_padding_mask=None):
         keep = None if key_padding_mask is None else key_padding_mask[:, None, :, None]  # (B, 1, T, 1)
         x = x.unsqueeze(1)  # (B, 1, T, H)
+        if x.is_cuda:
+            # channels-last (NHWC): cuDNN's fast tensor-core convolutions want it, and with a channels-last input
+            # it keeps the whole stack (conv, BatchNorm, GELU, the masking) in that layout; the weights follow
+            # (see runtime.channels_last_convs, which converts them once instead of on every call)
+            x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm in zip(self.convs, self.norms):
             if keep is not None:
                 x = x * keep.to(x.dtype)
@@ -242,9 +270,11 @@ class BertEncoder(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         if self.conv is not None:
             x = self.conv(x, key_padding_mask)
+        # the mask's additive form, built once for all blocks (not once per layer inside SDPA)
+        bias = None if key_padding_mask is None else attention_bias(key_padding_mask, compute_dtype(x))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, key_padding_mask, rows if i == last else None)
+            x = block(x, bias, rows if i == last else None)
         return x
 
 
