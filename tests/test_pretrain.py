@@ -103,6 +103,49 @@ def test_nan_stops_and_keeps_last_good_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
 
 
+class PoisonAt(torch.nn.Module):
+    """Wraps a model and sets one of its weights to NaN just before its n-th forward (the loss then is NaN too,
+    but with log_every large no log point reads it before the checkpoint is due)."""
+
+    def __init__(self, inner, n):
+        super().__init__()
+        self.inner, self.n, self.calls = inner, n, 0
+
+    def forward(self, *args):
+        self.calls += 1
+        if self.calls == self.n:
+            with torch.no_grad():
+                self.inner.mlm_head.dense.weight[0, 0] = float("nan")
+        return self.inner(*args)
+
+
+@pytest.mark.parametrize("kind", ["step", "epoch"])
+def test_a_nan_parameter_never_overwrites_the_last_checkpoint(tmp_path, kind):
+    """The NaN check runs before every checkpoint write, not only at log points: a step-based (checkpoint_every)
+    or end-of-epoch write of a diverged state is refused and the previous file stays as it was."""
+    cfg = PretrainConfig(epochs=1, batch_size=8, seed=0, log_every=1000, checkpoint_minutes=0)
+    run(tmp_path, cfg)  # 6 steps: the good checkpoint
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+    longer = dict(cfg.__dict__, epochs=3, checkpoint_every=2 if kind == "step" else 0)
+    m = model()
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        run(tmp_path, PretrainConfig(**longer), resume=True, net=PoisonAt(m, 1), m=m)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+
+
+def test_checkpoint_epochs_writes_every_nth_epoch_end_and_the_last(tmp_path, monkeypatch):
+    import tinybert.pretrain as pt
+    written = []
+    real = pt.save_checkpoint
+    monkeypatch.setattr(pt, "save_checkpoint", lambda path, payload: written.append(payload["progress"]["epoch"])
+                        or real(path, payload))
+    cfg = PretrainConfig(epochs=4, batch_size=8, seed=0, checkpoint_minutes=0)
+    pretrain(model(), MLMData(VOCAB, 4, 0, corpus(), corpus(16, seed=1)), cfg,
+             RunOptions(tmp_path, CPU, FP32, show_progress=False, checkpoint_epochs=3))
+    assert written == [3, 4]  # after epoch index 2 (the 3rd) and after the last
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["progress"] == {"epoch": 4, "batch": 0, "step": 24}
+
+
 def test_schedules():
     cfg = PretrainConfig(epochs=4, warmup_steps=0)
     assert lr_multiplier(0, cfg, 10) == 1.0

@@ -207,9 +207,23 @@ class TrainingState:
                                   fused=True, grad_clip=cfg.grad_clip)
         return cls(model, opt)
 
+    def check_finite(self, path: Path) -> None:
+        """Raise TrainingDiverged if any parameter is NaN or infinite. Every checkpoint write calls it first, so a
+        diverged state never replaces the last good checkpoint: the loss's NaN check runs only at log points,
+        and step-based and end-of-epoch writes need not fall on one. One reduction and one host read per
+        write. Under DDP the parameters are the same on every rank, so every rank decides alike."""
+        finite = torch.stack([torch.isfinite(p.detach()).all() for p in self.model.parameters()]).all()
+        if not bool(finite):
+            kept = (f"The last good checkpoint ({path}) is kept." if Path(path).is_file()
+                    else "No checkpoint had been written yet.")
+            raise TrainingDiverged(f"a parameter became NaN or infinite by step {self.step}; stopping before "
+                                   f"writing a checkpoint. {kept} Try a lower --lr or --precision fp32.")
+
     def save(self, path: Path, next_epoch: int, next_batch: int, cfg: PretrainConfig, vocab: list[str],
              rank: int, world_size: int, device: torch.device, extra: dict | None = None) -> None:
-        """A collective (every rank calls it: the ranks' RNG states are gathered); rank 0 writes `path`."""
+        """A collective (every rank calls it: the ranks' RNG states are gathered); rank 0 writes `path`.
+        Refuses (TrainingDiverged) a state with a non-finite parameter, before anything is written."""
+        self.check_finite(path)
         self.saved_at = time.perf_counter()
         rng_ranks = all_gather_objects(rank_rng_state(device), world_size)
         if rank != 0:
@@ -412,7 +426,10 @@ class RunOptions:
     or a torch.compile backend name, with an eager fallback. on_log(dict): called on every rank at each log point
     with {'epoch', 'step', 'train_loss', 'lr'} (the global-batch loss over the log interval). prefetch_batches:
     build, mask and pin the next batches in a background thread (default: on CUDA only). checkpoint_extra: more
-    entries for every checkpoint (train.py: the data provenance and the command line)."""
+    entries for every checkpoint (train.py: the data provenance and the command line). checkpoint_epochs: write the
+    end-of-epoch checkpoint (model + optimiser state: ~0.8 GB for BERT-6) only after every N-th epoch and after
+    the last one; the time- and step-based checkpoints are unchanged (a time-based one due at an epoch's last
+    batch then makes that epoch's end save)."""
     out_dir: Path
     device: torch.device
     precision: Precision
@@ -425,6 +442,7 @@ class RunOptions:
     on_log: Callable[[dict], None] | None = None
     prefetch_batches: bool | None = None
     checkpoint_extra: dict | None = None
+    checkpoint_epochs: int = 1  # the end-of-epoch checkpoint every N-th epoch and after the last (the runner: 5)
 
 
 def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict:
@@ -434,6 +452,8 @@ def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict
         raise ValueError(f"schedule {cfg.schedule!r}: expected one of {SCHEDULES}")
     if world_size > 1 and ddp_model is None:
         raise ValueError("world_size > 1 needs ddp_model (the DistributedDataParallel wrapper of model)")
+    if run.checkpoint_epochs < 1:
+        raise ValueError(f"checkpoint_epochs must be >= 1, got {run.checkpoint_epochs}")
     ckpt_path, metrics_path = Path(run.out_dir) / "checkpoint.pt", Path(run.out_dir) / "metrics.csv"
     masker = MLMMasker(data.vocab, data.mask_id, cfg.mlm_prob)
     batches = TokenBatches(data.train_tokens, cfg.batch_size, data.pad_id, shuffle=True, seed=cfg.seed,
@@ -467,6 +487,7 @@ def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict
         while state.epoch < cfg.epochs and state.step < total_steps:
             epoch, b = state.epoch, state.batch - 1  # b stays so if a resumed epoch has no batch left
             log.start_epoch()
+            save_at_end = (epoch + 1) % run.checkpoint_epochs == 0 or epoch + 1 >= cfg.epochs
             source = step_inputs(batches, masker, cfg.seed, epoch, state.batch, pin=device.type == "cuda")
             for b, masked, attn, labels, tokens, share in (prefetch(source) if prefetch_batches else source):
                 # attn is None for rows without padding (packed): SDPA may then pick its fastest (flash) kernel
@@ -483,14 +504,17 @@ def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict
                     due = (cfg.checkpoint_minutes > 0
                            and time.perf_counter() - state.saved_at >= 60 * cfg.checkpoint_minutes)
                     time_due = log.log_point(epoch, state.step, state.opt.lr(), due)
-                if (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or (
-                        time_due and b + 1 < steps_per_epoch and state.step < total_steps):  # (epoch ends save)
+                end_of_epoch = b + 1 >= steps_per_epoch or state.step >= total_steps
+                if time_due and end_of_epoch:
+                    save_at_end = True  # the epoch's end save below is the time-based one
+                elif (cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0) or time_due:
                     state.save(ckpt_path, epoch, b + 1, *save_args)
                 if state.step >= total_steps:
                     break
             eval_loss, eval_acc = evaluate_mlm(model, eval_batches, masker, device, precision, cfg.seed)
             next_epoch, next_batch = (epoch + 1, 0) if b + 1 >= steps_per_epoch else (epoch, b + 1)
-            state.save(ckpt_path, next_epoch, next_batch, *save_args)
+            if save_at_end or state.step >= total_steps:  # always after the last step
+                state.save(ckpt_path, next_epoch, next_batch, *save_args)
             log.end_epoch(epoch, state.step, state.opt.lr(), eval_loss, eval_acc)
             state.epoch, state.batch = next_epoch, next_batch
     return log.last
