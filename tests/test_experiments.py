@@ -347,3 +347,12 @@ def test_reinit_blocks_keeps_the_embeddings_and_redraws_the_blocks():
     first = [p.clone() for p in model.bert.blocks.parameters()]
     reinit_blocks(model, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(first, model.bert.blocks.parameters()))  # seeded
+
+
+def test_each_parallel_worker_gets_its_own_gpu():
+    from tinybert.experiments.runner import worker_device
+    assert [worker_device("cuda", i, 4) for i in range(6)] == ["cuda:0", "cuda:1", "cuda:2", "cuda:3",
+                                                               "cuda:0", "cuda:1"]
+    assert [worker_device("cuda", i, 1) for i in range(3)] == ["cuda"] * 3  # one GPU: all share it
+    assert worker_device("cuda:2", 1, 4) == "cuda:2"  # an explicit GPU is kept
+    assert worker_device("cpu", 3, 0) == "cpu"

@@ -28,7 +28,8 @@ seq_len and a fine-tuning step at each task's typical length, optimiser step inc
 The ETA after each unit rescales the remaining estimate by the measured/estimated ratio so far.
 
 Parallel jobs (`--jobs N`, the cpu preset's default is 2): units run in N spawned worker processes with
-`--threads` torch threads each (default 1). For these small models two 1-thread processes get more done on two
+`--threads` torch threads each (default 1); with `--device cuda` and several GPUs, worker i uses GPU i % n
+(`worker_device`). For these small models two 1-thread processes get more done on two
 cores than one 2-thread process. A group (one pre-training plus every unit that starts from it, or one scratch
 unit) always runs in one worker, so a pre-training is never run twice.
 """
@@ -37,6 +38,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -326,11 +329,28 @@ def execute_unit(ws: Workspace, r: GridRow, estimates: dict, pre_todo: dict, fai
 _WORKER: dict = {}
 
 
-def _worker_init(ws_args: dict, threads: int) -> None:
+def worker_device(device: str, index: int, device_count: int) -> str:
+    """The device of parallel worker `index`: with a bare 'cuda' and several GPUs, worker i takes cuda:(i % n),
+    so N jobs spread over the GPUs instead of all landing on cuda:0. An explicit index ('cuda:1'), one GPU, or
+    any other device is used as given."""
+    if device == "cuda" and device_count > 1:
+        return f"cuda:{index % device_count}"
+    return device
+
+
+def _worker_init(ws_args: dict, threads: int, slots) -> None:
+    """slots: a queue holding 0..jobs-1; each worker takes one number, its index (for worker_device)."""
     torch.set_num_threads(max(threads, 1))
     ws_args = dict(ws_args)
     from tinybert.runtime import Precision
-    ws_args["device"] = torch.device(ws_args["device"])
+    count = torch.cuda.device_count() if ws_args["device"] == "cuda" else 0
+    try:
+        index = slots.get(timeout=10)
+    except queue.Empty:  # a worker the pool started again after one died: the slots are all taken
+        index = os.getpid()
+    ws_args["device"] = torch.device(worker_device(ws_args["device"], index, count))
+    if ws_args["device"].type == "cuda":
+        torch.cuda.set_device(ws_args["device"])  # so code that says plain 'cuda' means this worker's GPU too
     ws_args["precision"] = Precision(*ws_args["precision"])
     _WORKER["ws"] = Workspace(**ws_args)
 
@@ -374,9 +394,12 @@ def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs:
                "show_progress": False}
     log(f"running {len(todo)} units in {len(groups)} groups on {jobs} worker processes x {max(threads, 1)} thread(s)")
     ctx = multiprocessing.get_context("spawn")
+    slots = ctx.Queue()  # worker indices, one taken by each worker as it starts
+    for i in range(jobs):
+        slots.put(i)
     last_tables = time.perf_counter()
     try:
-        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ws_args, threads)) as pool:
+        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ws_args, threads, slots)) as pool:
             for results in pool.imap_unordered(_worker_group, [(g, estimates, pre_todo) for g in groups]):
                 for h, msg, real, est in results:
                     progress.update(rows[h], msg, real, est, quiet=True)
