@@ -45,7 +45,7 @@ from tinybert.finetune import FinetuneConfig
 from tinybert.finetune_unit import MEMBER_SEED_STRIDE, member_seed  # noqa: F401 (re-exported)
 from tinybert.optim import SCHEDULES
 from tinybert.pretrain import TrainingDiverged
-from tinybert.runtime import PRECISIONS, choose_device, choose_precision, tune_cpu_allocator
+from tinybert.runtime import PRECISIONS, choose_device, choose_precision, configure_cuda, tune_cpu_allocator
 
 
 def task_reader():
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overwrite", action="store_true", help="replace an existing results.json in --out")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     r.add_argument("--precision", choices=PRECISIONS, default="auto")
+    r.add_argument("--tf32", action="store_true",
+                   help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions (off by default; recorded in "
+                        "results.json)")
     r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--no-progress", action="store_true")
     return p
@@ -144,6 +147,7 @@ def setup(args):
             raise UsageError(f"{out / 'results.json'} exists; pass --overwrite to replace it or choose another --out")
         device = choose_device(args.device)
         precision = choose_precision(args.precision, device)
+        args.tf32 = configure_cuda(device, tf32=args.tf32)["tf32"]  # cudnn.benchmark; TF32 only when asked
         cfg_base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         weight_decay=args.weight_decay, max_length=args.max_length,
                         warmup_steps=args.warmup_steps, schedule=args.schedule, log_every=args.log_every)

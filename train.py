@@ -40,7 +40,8 @@ from tinybert.distributed import DistContext, env_ranks, init_from_env, main_fir
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.optim import SCHEDULES
 from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, TrainingDiverged, estimate_step_seconds, pretrain
-from tinybert.runtime import PRECISIONS, choose_precision, git_commit, seed_everything, tune_cpu_allocator
+from tinybert.runtime import (PRECISIONS, channels_last_convs, choose_precision, configure_cuda, git_commit,
+                              seed_everything, tune_cpu_allocator)
 from tinybert.tokenizer import WordPieceTokenizer
 
 
@@ -58,6 +59,7 @@ def absolute_path(text: str) -> str:
 RESUME_RULES = {
     "data_dir": "free", "cache_dir": "free",    # where the same data and caches are found on this machine
     "device": "free", "compile": "free",        # hardware and kernels: the same computation
+    "tf32": "free",                             # rounding only (fp32 matmuls on TF32 tensor cores)
     "precision": "free",                        # rounding only; `auto` is resolved again on the resuming machine
     "no_progress": "free", "log_every": "free",  # display (the loss is read and NaN-checked every log_every steps)
     "checkpoint_every": "free", "checkpoint_minutes": "free",  # how often progress is saved
@@ -124,6 +126,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     r.add_argument("--compile", action="store_true",
                    help="torch.compile the model (falls back to eager with a warning where compiling fails)")
+    r.add_argument("--tf32", action="store_true",
+                   help="CUDA: TF32 tensor cores for fp32 matmuls and convolutions (faster, 10-bit mantissa "
+                        "inputs; off by default; recorded in run.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -386,6 +391,7 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     per_rank = cfg.batch_size // world
     device = ctx.device
     precision = choose_precision(args.precision, device)
+    cuda_settings = configure_cuda(device, tf32=args.tf32)  # cudnn.benchmark; TF32 only when asked
     seed_everything(args.seed)
 
     show_progress = not args.no_progress and ctx.is_main
@@ -403,7 +409,8 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         segment = {"command": " ".join(sys.argv), "git_commit": git_commit(), "device": str(device),
-                   "precision": precision.name, "processes": world, "epochs": cfg.epochs}
+                   "precision": precision.name, "processes": world, "epochs": cfg.epochs,
+                   "tf32": cuda_settings["tf32"]}
         first = None
         if not args.resume:
             tokenizer.save(out / "vocab.txt")
@@ -411,7 +418,7 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
                      "started": time.strftime("%F %T"), "model_config": model.config.to_dict(),
                      "train_config": asdict(cfg), "data": data.meta, "device": str(device),
                      "precision": precision.name, "processes": world, "per_process_batch": per_rank,
-                     "compile": args.compile}
+                     "compile": args.compile, "tf32": cuda_settings["tf32"]}
         run_record.start_segment(out, segment, first)
     try:
         mlm_data = MLMData(tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens, data.eval_tokens)
@@ -439,7 +446,7 @@ def build_model(args: argparse.Namespace, tokenizer: WordPieceTokenizer, device:
                                conv_channels=args.conv_channels, dropout=args.dropout,
                                attention_dropout=args.dropout, vocab_size=tokenizer.vocab_size,
                                pad_id=tokenizer.pad_id, max_position=args.seq_len)
-    return BertForMaskedLM(config).to(device)
+    return channels_last_convs(BertForMaskedLM(config).to(device), device)
 
 
 def wrap_ddp(model: BertForMaskedLM, ctx: DistContext, say) -> DistributedDataParallel:

@@ -49,6 +49,8 @@ def test_train_then_resume(tmp_path, corpus, capsys):
     assert "note: this run is projected" not in out  # seconds, not hours
     run = tmp_path / "run"
     assert {"checkpoint.pt", "metrics.csv", "run.json", "vocab.txt"} <= {p.name for p in run.iterdir()}
+    record = json.loads((run / "run.json").read_text())
+    assert record["tf32"] is False and record["segments"][0]["tf32"] is False  # TF32: opt-in, and CUDA only
     # a second start without --resume must not overwrite the run
     with pytest.raises(SystemExit, match="already holds a run"):
         train.main(argv(tmp_path, corpus, "--epochs", "1"))

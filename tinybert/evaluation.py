@@ -209,6 +209,7 @@ def new_results(args, members, device, precision, cfg_base) -> dict:
         "pretrained": any(m["ckpt"] is not None for m in members), "seeds": list(args.seeds),
         "config": {"finetune": cfg_base, "models": [m["config"].to_dict() for m in members],
                    "vocab": members[0].get("vocab"), "device": str(device), "precision": precision.name,
+                   "tf32": bool(getattr(args, "tf32", False)),
                    "orders": args.orders, "member_seed": MEMBER_SEED_RULE,
                    "selection": "test accuracy at the epoch of best validation accuracy (first on ties)",
                    "committee": "argmax of the mean of softmax probabilities ('probs'); 'logits': mean of logits",

@@ -18,7 +18,7 @@ import numpy as np
 
 from .finetune import EncodedExamples, FinetuneConfig, build_classifier, finetune
 from .model import LoadReport, count_parameters
-from .runtime import seed_everything
+from .runtime import channels_last_convs, seed_everything
 
 MEMBER_SEED_STRIDE = 10007  # a prime, far above any seed list, so no two (seed, member) pairs share an init seed
 MEMBER_SEED_RULE = f"seed + {MEMBER_SEED_STRIDE} * member"  # as results.json describes it
@@ -78,7 +78,7 @@ def run_member(checkpoint, config, num_labels: int, data: tuple[EncodedExamples,
     model, report = build_classifier(checkpoint, config, num_labels)
     if prepare is not None:
         prepare(model)
-    model = model.to(device)
+    model = channels_last_convs(model.to(device), device)  # (the conv front end's layout on CUDA)
     if announce is not None:
         announce(model, report)
     train, val, test = data

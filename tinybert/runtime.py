@@ -7,6 +7,12 @@
   * other CPUs                                -> fp32. On such CPUs bf16 matmuls are emulated and measured ~4x
     slower than fp32 (see README, "Speed"), so autocast would cost time instead of saving it.
 An explicit ``--precision bf16|fp16|fp32`` always wins.
+
+`configure_cuda(device, tf32)` sets the process-wide CUDA switches once, at start-up: cuDNN autotuning
+(`cudnn.benchmark`, for the conv front end, whose shapes repeat) and TF32 matmuls/convolutions, which are
+opt-in (`--tf32`): they change fp32 rounding (10-bit mantissa inputs), so a run asks for them and run.json
+records it. `channels_last_convs(model, device)` puts the conv front end's weights in the NHWC layout cuDNN's
+tensor-core kernels use (model.py's ConvFrontEnd feeds them NHWC inputs on CUDA).
 """
 
 from __future__ import annotations
@@ -90,6 +96,26 @@ def choose_precision(requested: str, device: torch.device) -> Precision:
             return Precision("bf16", "auto: this CPU has native bf16 matmul (AVX512-BF16/AMX)")
         return Precision("fp32", "auto: this CPU has no native bf16 matmul (emulated bf16 is slower than fp32)")
     return Precision("fp32", f"auto: fp32 on {device.type}")
+
+
+def configure_cuda(device: torch.device, tf32: bool = False) -> dict:
+    """On CUDA: cudnn.benchmark on, TF32 for fp32 matmuls and convolutions as asked (off by default: it
+    changes fp32 results). Elsewhere nothing changes. Returns what was set, for run.json / results.json."""
+    if device.type != "cuda":
+        return {"tf32": False, "cudnn_benchmark": False}
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return {"tf32": tf32, "cudnn_benchmark": True}
+
+
+def channels_last_convs(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """On CUDA, the 4-D conv weights in channels-last memory format (the values are unchanged); else as is."""
+    if device.type == "cuda":
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.to(memory_format=torch.channels_last)
+    return model
 
 
 def seed_everything(seed: int) -> None:
