@@ -17,7 +17,8 @@ Where it sits in the flow: fine-tuned members (finetune.py) -> their test-set pr
   two or more are batched, a lone member runs by itself; it returns logits in the members' order.
   Inference only: eval mode, no gradients (BatchNorm uses its running statistics).
   Note: on CPU, torch has no vmap batching rule for the CPU flash-attention kernel and loops over the members
-  for that one op (the warning is silenced here); on CUDA the flash/efficient SDPA kernels have batching rules.
+  for that one op (the warning is silenced here, on CPU only); on CUDA the flash/efficient SDPA kernels have
+  batching rules, and a warning there means the members ran one by one.
 """
 
 from __future__ import annotations
@@ -156,8 +157,11 @@ class BatchedCommittee:
     @torch.no_grad()
     def __call__(self, input_ids, attention_mask=None) -> torch.Tensor:
         with warnings.catch_warnings():
-            # CPU only: no batching rule for the CPU flash-attention kernel, so vmap loops over members for it
-            warnings.filterwarnings("ignore", message=".*batching rule.*scaled_dot_product.*")
+            if input_ids.device.type == "cpu":
+                # no batching rule for the CPU flash-attention kernel, so vmap loops over members for it: known,
+                # and said in the module docstring. Elsewhere the warning stays visible: on CUDA such a silent
+                # per-member fallback would be a performance bug to see.
+                warnings.filterwarnings("ignore", message=".*batching rule.*scaled_dot_product.*")
             return self._forward(self.params, self.buffers, input_ids, attention_mask)
 
 

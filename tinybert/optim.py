@@ -56,7 +56,8 @@ class Optimisation:
         """multiplier(step) -> lr factor. fused: fused AdamW where torch has it (CUDA, CPU) -- one kernel for
         all parameters, and with fp16 the GradScaler hands it the inf check on the device instead of reading
         it on the host every step (on CPU: measured 339 -> 97 ms per BERT-1 h8 optimiser step against the
-        per-parameter loop). Fine-tuning keeps the default implementation (its pinned numbers were made so)."""
+        per-parameter loop). Fine-tuning asks for it on CUDA only: on CPU it keeps the default implementation (its
+        pinned numbers were made so)."""
         extra = {"fused": True} if fused and device.type in ("cuda", "cpu") else {}
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, **extra)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
