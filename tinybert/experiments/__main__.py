@@ -4,6 +4,7 @@
                                        --preset {paper,cpu,smoke}
                                        [--out results/<preset>] [--seeds 0 1 2] [--device auto] [--threads N]
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
+    python -m tinybert.experiments estimate --preset paper --device cuda  # without a GPU: the modelled GPU time
     python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
 """
 
@@ -17,9 +18,10 @@ from pathlib import Path
 import torch
 
 from tinybert.data_dir import DatasetNotFound
-from tinybert.runtime import PRECISIONS, choose_device, choose_precision
+from tinybert.runtime import PRECISIONS, Precision, choose_device, choose_precision
 
 from .presets import PRESETS, get_preset
+from .gpu_estimate import print_estimate
 from .runner import run_studies
 from .tables import write_tables
 from .studies import study_names
@@ -64,6 +66,12 @@ def main(argv=None) -> int:
     studies = study_names() if args.study == "all" else (args.study,)
     out = Path(args.out or f"results/{preset.name}")
     try:
+        if args.command == "estimate" and args.device.startswith("cuda") and not torch.cuda.is_available():
+            # no GPU here: the modelled estimate (gpu_estimate.py), before and after issue 11, 1 and 8 GPUs
+            ws = Workspace(preset, out, data_dir=args.data_dir, cache_dir=args.cache_dir, sources=args.source,
+                           device=torch.device(args.device), precision=Precision("bf16", "modelled GPU"))
+            print_estimate(preset, ws, studies)
+            return 0
         device = choose_device(args.device)
         precision = choose_precision(args.precision, device)
         ws = Workspace(preset, out, data_dir=args.data_dir, cache_dir=args.cache_dir, sources=args.source,

@@ -82,6 +82,8 @@ def read_json(path: Path):
 
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
+        if not torch.cuda.is_available():  # `estimate --device cuda` without a GPU: the modelled estimate
+            return "cuda (none on this machine)"
         return f"cuda {torch.cuda.get_device_name(device)}"
     cpu = platform.processor() or platform.machine()
     try:
