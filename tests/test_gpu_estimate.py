@@ -35,6 +35,10 @@ def test_makespan_assigns_the_longest_groups_first():
     assert ge.makespan(p, seconds, 1) == 15.0
     assert ge.makespan(p, seconds, 2) == 8.0  # {5, 3} and {4, 3}
     assert ge.makespan(p, seconds, 8) == 5.0  # one group per GPU: the longest bounds it
+    # batched: units that differ only by their seeds are one group (one ensemble, one GPU)
+    rows = [SimpleNamespace(pretrain=None, ft_hash=h, ft={"task": t, "seed": s})
+            for h, t, s in (("a", "x", 0), ("b", "x", 1), ("c", "y", 0), ("d", "y", 1))]
+    assert ge.makespan({"todo": rows}, seconds, 8, batched=True) == 9.0  # {a, b} and {c, d}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, --device cuda times real steps instead")
@@ -44,5 +48,5 @@ def test_estimate_with_device_cuda_works_without_a_gpu(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "not a measurement" in out and "model: H200 (assumed)" in out
     assert "bert6: pre-training step 32 x 128: 1,161 GFLOP, 335 kernels and 4 syncs eager -> 5.42 ms" in out
-    assert "before issue 11:" in out and "after issue 11:" in out and "on 8 GPUs" in out
+    assert "before (eager" in out and "after (compiled" in out and "on 8 GPUs" in out
     assert not (tmp_path / "paper").exists()  # an estimate writes nothing

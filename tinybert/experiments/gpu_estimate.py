@@ -19,9 +19,10 @@ instead: every unit's steps are counted exactly as runner.Estimator counts them 
     step_s   = max(device_s, host_s) + syncs x sync_s (per member)
 
 The host queues kernels while the device runs them, so a step takes the longer of the two; a sync empties the
-queue and costs its round trip on top. 'before' is the code as of issue 11 (eager, one model per process, 4 syncs
-per pre-training step); 'after' is what issue 11 builds (compiled steps, no syncs, fine-tuning seeds and
-pre-training seeds batched K at a time). The constants below are assumptions, not measurements: the 'before'
+queue and costs its round trip on top. 'before' is the eager code with one model per process and 4 syncs per
+pre-training step (the sparse MLM head finds its rows on the device: model.py, BertForMaskedLM.forward); 'after'
+is the GPU path of issue 11: compiled steps, no syncs (rows chosen on the host, masking.mlm_targets), fine-tuning
+seeds and pre-training seeds batched K at a time (batched ensembles). The constants below are assumptions, not measurements: the 'before'
 ones are chosen so that BERT-6 at batch 32 x 128 gives the ~335 kernels, 4 syncs and ~5.4 ms per step read
 off the code; `python -m tinybert.gpu_check` measures the real kernels, syncs and ms per step on a GPU, and
 docs/gpu-estimate.md writes the numbers down. Units go to GPUs as runner.run_parallel sends them to workers
@@ -30,7 +31,6 @@ docs/gpu-estimate.md writes the numbers down. Units go to GPUs as runner.run_par
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -136,16 +136,21 @@ def unit_seconds(preset, ws, p: dict, model: StepModel, mode: str) -> dict:
     return out
 
 
-def makespan(p: dict, seconds: dict, gpus: int) -> float:
-    """Wall time on `gpus` GPUs: groups as runner.run_parallel forms them, longest first to the least-loaded GPU."""
+def makespan(p: dict, seconds: dict, gpus: int, batched: bool = False) -> float:
+    """Wall time on `gpus` GPUs: groups as runner.run_parallel forms them (a pre-training and the units built on
+    it, or one scratch unit), longest first to the least-loaded GPU. batched: the groups that differ only by
+    their seeds are one group (a batched ensemble trains on one GPU)."""
     groups: dict = {}
     for r in p["todo"]:
-        key = spec_hash(r.pretrain) if r.pretrain is not None else r.ft_hash
-        groups.setdefault(key, []).append(r)
-    costs = []
-    for key, rows in groups.items():
-        pre = seconds.get(key, 0.0) if rows[0].pretrain is not None else 0.0
-        costs.append(pre + sum(seconds[r.ft_hash] for r in rows))
+        if r.pretrain is None:
+            key = _without_seed(r.ft) if batched else r.ft_hash
+        else:
+            key = _without_seed(r.pretrain) if batched else spec_hash(r.pretrain)
+        g = groups.setdefault(key, ({}, []))
+        if r.pretrain is not None:
+            g[0][spec_hash(r.pretrain)] = True
+        g[1].append(r.ft_hash)
+    costs = [sum(seconds.get(h, 0.0) for h in pre) + sum(seconds[h] for h in fts) for pre, fts in groups.values()]
     load = [0.0] * gpus
     for c in sorted(costs, reverse=True):
         load[load.index(min(load))] += c
@@ -153,7 +158,8 @@ def makespan(p: dict, seconds: dict, gpus: int) -> float:
 
 
 def print_estimate(preset, ws, studies, model: StepModel | None = None, log=print) -> dict:
-    """Plan the named studies and print the modelled time before and after issue 11, on 1 and 8 GPUs."""
+    """Plan the named studies and print the modelled time before and after (see the module docstring), on 1 and
+    8 GPUs. Returns the numbers."""
     model = model or StepModel()
     p = plan(preset, ws, studies)
     est = ModelledEstimator(ws, preset, model, "before")
@@ -176,11 +182,11 @@ def print_estimate(preset, ws, studies, model: StepModel | None = None, log=prin
     result = {"compute_floor_s": floor_flops / (model.peak_tflops * 1e12), "flops": floor_flops}
     log(f"compute floor: {floor_flops:.3g} FLOPs of training steps at the full peak = "
         f"{fmt_time(result['compute_floor_s'])} on one GPU")
-    for mode, what in (("before", "before issue 11: eager, 4 syncs per pre-training step, one model per process"),
-                       ("after", "after issue 11: compiled, no syncs, seeds batched as ensembles")):
+    for mode, what in (("before", "before (eager, 4 syncs per pre-training step, one model per process)"),
+                       ("after", "after (compiled, no syncs, seeds batched as ensembles)")):
         seconds = unit_seconds(preset, ws, p, model, mode)
-        one, eight = makespan(p, seconds, 1), makespan(p, seconds, 8)
+        one, eight = (makespan(p, seconds, g, batched=mode == "after") for g in (1, 8))
         result[mode] = {"1_gpu_s": one, "8_gpus_s": eight}
-        log(f"{what}: {fmt_time(one)} on 1 GPU, {fmt_time(eight)} on 8 GPUs "
-            f"({math.ceil(one / max(eight, 1e-9) * 10) / 10:g}x; the longest group bounds it)")
+        log(f"{what}: {fmt_time(one)} on 1 GPU, {fmt_time(eight)} on 8 GPUs ({one / max(eight, 1e-9):.1f}x: a "
+            f"pre-training and its fine-tunings stay on one GPU, so the longest such group bounds 8 GPUs)")
     return result
