@@ -22,11 +22,12 @@ The host queues kernels while the device runs them, so a step takes the longer o
 queue and costs its round trip on top. 'before' is the eager code with one model per process and 4 syncs per
 pre-training step (the sparse MLM head finds its rows on the device: model.py, BertForMaskedLM.forward); 'after'
 is the GPU path of issue 11: compiled steps, no syncs (rows chosen on the host, masking.mlm_targets), fine-tuning
-seeds and pre-training seeds batched K at a time (batched ensembles). The constants below are assumptions, not measurements: the 'before'
-ones are chosen so that BERT-6 at batch 32 x 128 gives the ~335 kernels, 4 syncs and ~5.4 ms per step read
-off the code; `python -m tinybert.gpu_check` measures the real kernels, syncs and ms per step on a GPU, and
-docs/gpu-estimate.md writes the numbers down. Units go to GPUs as runner.run_parallel sends them to workers
-(a pre-training with its fine-tunings is one group; longest group first, to the least-loaded GPU).
+seeds and pre-training seeds batched K at a time (batched ensembles). The constants below are assumptions, not
+measurements: the 'before' ones are chosen so that BERT-6 at batch 32 x 128 gives the ~335 kernels, 4 syncs and
+~5.4 ms per step read off the code; `python -m tinybert.gpu_check` measures the real kernels, syncs and ms per step
+on a GPU, and docs/gpu-estimate.md writes the numbers down. Units go to GPUs as runner.run_parallel sends them to
+workers (a pre-training with its fine-tunings is one group, a batched ensemble too; longest group first, to the
+least-loaded GPU).
 """
 
 from __future__ import annotations
