@@ -192,9 +192,11 @@ def section_mlm(device, s, quick: bool, seconds: float, workdir: Path) -> tuple[
     sizes_ = (["--preset", "tiny", "--wiki-size", "256", "--eval-articles", "32", "--batch-size", "16",
                "--seq-len", "32", "--epochs", "3"] if quick else
               ["--preset", "bert1-h8", "--wiki-size", "10000", "--eval-articles", "500", "--epochs", "50",
-               "--warmup-steps", "300"])
+               "--warmup-steps", "300", "--lr", "5e-4"])
+    if quick:
+        sizes_ += ["--lr", "1e-3"]
     cmd = [sys.executable, str(train), *sizes_, "--data-dir", str(SAMPLE), "--vocab",
-           str(SAMPLE / "bert_vocab" / "vocab.txt"), "--lr", "1e-3", "--out", str(out), "--cache-dir",
+           str(SAMPLE / "bert_vocab" / "vocab.txt"), "--out", str(out), "--cache-dir",
            str(workdir / "cache"), "--device", str(device), "--no-progress", "--checkpoint-minutes", "0"]
     print(f"  {' '.join(cmd[1:])}")
     start = time.perf_counter()

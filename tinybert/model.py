@@ -227,12 +227,11 @@ class ConvFrontEnd(nn.Module):
 
     def forward(self, x, key_padding_mask=None):
         keep = None if key_padding_mask is None else key_padding_mask[:, None, :, None]  # (B, 1, T, 1)
+        # On CUDA, runtime.channels_last_convs stores the conv weights channels-last (NHWC); cuDNN then runs every
+        # conv in that layout and the rest of the stack (BatchNorm, GELU, the masking) keeps it. The input is
+        # not converted here: a 1-channel image is the same in both layouts, and under vmap (the batched
+        # committee) a memory-format change is not supported.
         x = x.unsqueeze(1)  # (B, 1, T, H)
-        if x.is_cuda:
-            # channels-last (NHWC): cuDNN's fast tensor-core convolutions want it, and with a channels-last input
-            # it keeps the whole stack (conv, BatchNorm, GELU, the masking) in that layout; the weights follow
-            # (see runtime.channels_last_convs, which converts them once instead of on every call)
-            x = x.contiguous(memory_format=torch.channels_last)
         for conv, norm in zip(self.convs, self.norms):
             if keep is not None:
                 x = x * keep.to(x.dtype)

@@ -12,7 +12,7 @@ An explicit ``--precision bf16|fp16|fp32`` always wins.
 (`cudnn.benchmark`, for the conv front end, whose shapes repeat) and TF32 matmuls/convolutions, which are
 opt-in (`--tf32`): they change fp32 rounding (10-bit mantissa inputs), so a run asks for them and run.json
 records it. `channels_last_convs(model, device)` puts the conv front end's weights in the NHWC layout cuDNN's
-tensor-core kernels use (model.py's ConvFrontEnd feeds them NHWC inputs on CUDA).
+tensor-core kernels use; with such weights cuDNN runs the convolutions, and returns their outputs, in NHWC.
 """
 
 from __future__ import annotations
