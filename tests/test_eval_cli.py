@@ -186,10 +186,13 @@ def test_bf16_run(stub, files, capsys):
     """bf16 autocast through eval.py on every host (emulated on CPUs without native bf16; base_args pins fp32)."""
     out = files["dir"] / "bf16"
     ckpt = checkpoint(files["dir"] / "c.pt", 0)
-    assert evalcli.main(base_args(files, out, "--checkpoint", ckpt, "--epochs", "1", "--precision", "bf16")) == 0
+    assert evalcli.main(base_args(files, out, "--checkpoint", ckpt, "--epochs", "1", "--precision", "bf16",
+                                  "--tf32")) == 0
     assert "precision bf16 (requested with --precision)" in capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["precision"] == "bf16" and res["complete"]
+    # --tf32 was asked for; results.json records whether it took effect (CUDA only)
+    assert res["config"]["tf32"] is res["config"]["device"].startswith("cuda")
     assert 0 <= res["summary"]["selected_test_acc"]["mean"] <= 1
 
 
