@@ -229,8 +229,10 @@ def test_a_failing_pretraining_fails_its_units_only(tmp_path, monkeypatch):
     from tinybert.experiments import main, units
 
     real = units.pretrain
+    every = []
 
     def boom(model, *a, **k):
+        every.append(a[2].checkpoint_epochs)  # pretrain(model, data, cfg, run): the runner's checkpoint interval
         if model.config.layers == 2:  # the smoke preset's deep model
             raise ValueError("pre-training exploded")
         return real(model, *a, **k)
@@ -247,6 +249,7 @@ def test_a_failing_pretraining_fails_its_units_only(tmp_path, monkeypatch):
     assert bad["error"].str.contains("pre-training exploded").all()
     assert len(df) == 12 and (df[df["model"] == "bert1-h2"]["status"] == "ok").all()
     assert (df[(df["model"] == "bert6") & ~df["pretrained"]]["status"] == "ok").all()
+    assert every and set(every) == {units.CHECKPOINT_EPOCHS} and units.CHECKPOINT_EPOCHS > 1
 
 
 def test_nested_selection_matches_load_or_build_corpus(tmp_path):
