@@ -9,8 +9,9 @@ of (seed, epoch, batch), and the dropout RNG state is saved).
 
 The loop keeps the GPU busy: the loss is accumulated on the device and read (one host sync) only every
 `log_every` steps, for the progress display and the NaN check. Every checkpoint write first checks the
-parameters for NaN/inf (TrainingState.check_finite), so a diverged state never replaces the last good checkpoint. On CUDA a background thread builds, masks and
-pins the next batches (data.prefetch) and they go to the device with non_blocking copies. (model.py's sparse
+parameters for NaN/inf (TrainingState.check_finite), so a diverged state never replaces the last good
+checkpoint. On CUDA a background thread builds, masks and pins the next batches (data.prefetch) and they go to
+the device with non_blocking copies. (model.py's sparse
 MLM path finds the masked positions with `nonzero` on the device: one more sync per forward.)
 
 Data parallel (train.py under torchrun; tinybert/distributed.py). The global batch is --batch-size rows for

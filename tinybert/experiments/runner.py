@@ -29,8 +29,8 @@ The ETA after each unit rescales the remaining estimate by the measured/estimate
 
 Parallel jobs (`--jobs N`, the cpu preset's default is 2): units run in N spawned worker processes with
 `--threads` torch threads each (default 1); with `--device cuda` and several GPUs, worker i uses GPU i % n
-(`worker_device`). For these small models two 1-thread processes get more done on two
-cores than one 2-thread process. A group (one pre-training plus every unit that starts from it, or one scratch
+(`worker_device`). For these small models two 1-thread processes get more done on two cores than one 2-thread
+process. A group (one pre-training plus every unit that starts from it, or one scratch
 unit) always runs in one worker, so a pre-training is never run twice.
 """
 
