@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..md import md_table, pm
+from ..md import ci_of, md_table, pm, pseed_cell
+from ..stats import verdict
+from .baseline import baseline_row
 from .core import Study, TableInput, deep_size_rows, register
 
 
@@ -14,13 +16,20 @@ def table(inp: TableInput) -> list[str]:
     t = inp.rows
     if not len(t):
         return []
-    rows = [[r.task, r.pretrain_articles, pm(r.accuracy_mean, r.accuracy_std),
-             pm(r.gap_mean, r.gap_std) if r.pretrained else "0", r.gap_positive if r.pretrained else "",
-             pm(r.overlap_tokens_mean, None), pm(r.overlap_types_mean, None), int(r.n)]
-            for r in t.sort_values(["task", "pretrain_articles"]).itertuples()]
+    headers = ["task", "articles", "accuracy", "gap", "verdict", "seeds with gap > 0", "pre-seed b−a",
+               "token overlap", "type overlap", "n"]
+    rows = []
+    for task, g in t.groupby("task", sort=True):
+        rows += [[r.task, r.pretrain_articles, ci_of(r, "accuracy"), ci_of(r, "gap", signed=True) if r.pretrained
+                  else "0", verdict(r.gap_mean, r.gap_ci) if r.pretrained else "",
+                  r.gap_positive if r.pretrained else "", pseed_cell(r), pm(r.overlap_tokens_mean, None),
+                  pm(r.overlap_types_mean, None), int(r.n)]
+                 for r in g.sort_values("pretrain_articles").itertuples()]
+        base = baseline_row(inp, task, accuracy_at=2, width=len(headers), n_at=9, label_at=1, task_at=0)
+        if base:
+            rows.append(base)
     return [f"## size: {inp.preset.deep.name} accuracy and gap vs pre-training articles",
-            md_table(["task", "articles", "accuracy", "gap", "seeds with gap > 0", "token overlap", "type overlap",
-                      "n"], rows)]
+            md_table(headers, rows)]
 
 
 STUDY = register(Study("size", grid, table, "plots.make_figures:fig_size",
