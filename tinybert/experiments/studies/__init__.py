@@ -18,8 +18,8 @@ import line below (see core.py).
 
 from . import baseline, pretrain_gap, size, overlap, reset_unseen, committee  # noqa: F401  (import order = study order)
 from .committee import COMMITTEE_ORDERS, committee_rows, latency_spec, measure_latency
-from .core import (AS_PRETRAINED, REGISTRY, GridRow, Intervention, Study, TableInput, build_grid, make_row, make_rows, register,
-                   registered, study_names)
+from .core import (AS_PRETRAINED, REGISTRY, GridRow, Intervention, Study, TableInput, build_grid, make_row, make_rows,
+                   register, registered, study_names)
 from .overlap import overlap_table
 
 STUDIES = study_names()  # the built-in studies; registered() also sees any registered later
