@@ -100,3 +100,22 @@ def test_a_trained_vocab_is_learned_on_the_pool_cached_and_used(tmp_path):
     assert rows.max() < ws.tokenizer.vocab_size  # the pool is tokenized with the trained vocabulary
     counts = ws.corpus_counts(ws.corpus_spec("nested", 100))
     assert len(counts) == ws.tokenizer.vocab_size  # and the overlap measures follow it
+
+
+def test_paired_contrast_pairs_by_finetuning_seed_and_averages_over_pretraining_seeds():
+    from tinybert.experiments.stats import mean_ci
+    from tinybert.experiments.studies.core import TableInput, paired_contrast
+
+    acc = {("high", 0): (0.60, 0.70), ("high", 1): (0.50, 0.52), ("high", 2): (0.80, 0.60),
+           ("low", 0): (0.40, 0.50), ("low", 1): (0.45, 0.45), ("low", 2): (0.55, 0.65)}
+    rows = [{"study": "overlap", "task": "agnews", "corpus": arm, "seed": seed, "pretrain_seed": p, "accuracy": a,
+             "status": "ok", "lr_chosen": True, "committee_k": np.nan}
+            for (arm, seed), pair in acc.items() for p, a in enumerate(pair)]
+    rows += [{**rows[0], "accuracy": 0.0, "lr_chosen": False},          # another lr: not the arm's choice
+             {**rows[1], "accuracy": 0.0, "status": "failed"},           # a failed unit
+             {**rows[2], "seed": 3}]                                    # a seed the other arm lacks
+    inp = TableInput(None, None, None, None, [], pd.DataFrame(rows))
+    diffs = [np.mean(acc[("high", s)]) - np.mean(acc[("low", s)]) for s in (0, 1, 2)]  # 0.2, 0.06, 0.1
+    assert paired_contrast(inp, "overlap", "agnews", {"corpus": "high"}, {"corpus": "low"}) == pytest.approx(
+        mean_ci(diffs))
+    assert paired_contrast(TableInput(None, None, None, None, []), "overlap", "agnews", {}, {})[2] == 0

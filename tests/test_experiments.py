@@ -184,6 +184,7 @@ def test_pretraining_seeds_pair_with_fine_tuning_seeds_and_intervals_are_t_inter
     tables = (out / "tables.md").read_text()
     assert "±" in tables and "verdict" in tables and "pre-seed b−a" in tables and "(seeds 1-0)" in tables
     assert "## slices: binomial standard error" in tables
+    assert "## size effect" in tables and "## overlap effect" in tables  # the effects, beside pre-seed differences
     assert "not supported" in tables or "supported (" in tables
 
 

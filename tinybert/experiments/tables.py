@@ -236,7 +236,7 @@ def tables_markdown(preset: Preset, ws: Workspace, df: pd.DataFrame, s: pd.DataF
         return "\n\n".join(parts + ["(no finished units yet)"]) + "\n"
     for study in registered():
         if study.table is not None:
-            parts += study.table(TableInput(preset, ws, s[s["study"] == study.name], s, latency))
+            parts += study.table(TableInput(preset, ws, s[s["study"] == study.name], s, latency, df))
     parts += lr_section(selection) + last_epoch_section(df) + slices_section(df)
     return "\n\n".join(parts) + "\n"
 

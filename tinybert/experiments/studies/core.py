@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..presets import ModelSpec, Preset, TaskSpec
+from ..stats import mean_ci
 from ..units import Workspace, finetune_spec, pretrain_spec, spec_hash
 
 
@@ -110,12 +111,34 @@ def make_rows(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed:
 
 @dataclass(frozen=True)
 class TableInput:
-    """What a study's table section may read: its own summary rows, the whole summary, the latency rows."""
+    """What a study's table section may read: its own summary rows, the whole summary, the latency rows, and
+    results.csv's rows (for contrasts between arms, `paired_contrast`)."""
     preset: Preset
     ws: Workspace
     rows: object                   # summary.csv rows of this study (a DataFrame, maybe empty)
     summary: object                # the whole summary DataFrame
     latency: list
+    results: object = None         # results.csv rows (a DataFrame), None when not given
+
+
+def paired_contrast(inp: TableInput, study: str, task: str, arm_b: dict, arm_a: dict) -> tuple[float, float, int]:
+    """Accuracy of arm b minus arm a of `study` on `task` (each arm given by column values of results.csv, e.g.
+    {"corpus": "high"}), paired by fine-tuning seed: per seed, each arm's finished units at its chosen lr
+    averaged over its pre-training seeds; then (mean, 95% half-width, n) over the seeds both arms have."""
+    df = inp.results
+    if df is None or not len(df):
+        return mean_ci([])
+    d = df[(df["status"] == "ok") & df["lr_chosen"].astype(bool) & df["committee_k"].isna()
+           & (df["study"] == study) & (df["task"] == task)]
+
+    def per_seed(arm: dict):
+        m = d
+        for col, value in arm.items():
+            m = m[m[col] == value]
+        return m.groupby("seed")["accuracy"].mean()
+
+    b, a = per_seed(arm_b), per_seed(arm_a)
+    return mean_ci([b[s] - a[s] for s in sorted(set(b.index) & set(a.index))])
 
 
 @dataclass(frozen=True)

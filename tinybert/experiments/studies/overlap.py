@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..md import ci_of, md_table, pm, pseed_cell
+from ..md import ci, ci_of, md_table, pm, pseed_cell
 from ..stats import verdict
 from ..units import format_exception
 from .baseline import baseline_row
-from .core import Study, TableInput, make_rows, register
+from .core import Study, TableInput, make_rows, paired_contrast, register
 
 
 def grid(study: Study, p, ws) -> list:
@@ -61,6 +61,18 @@ def table(inp: TableInput) -> list[str]:
             rows.append(base)
         parts += [f"## overlap: controlled pre-training sets ({o.size} articles from a pool of {o.pool}) for {o.task}",
                   md_table(headers, rows)]
+        arms = {r.corpus: r for r in t.itertuples() if r.pretrained}
+        effects = []
+        for b, a in (("high", "low"), ("high", "random"), ("random", "low")):
+            if a in arms and b in arms:
+                mean, half, n = paired_contrast(inp, "overlap", o.task, {"corpus": b}, {"corpus": a})
+                effects.append([o.task, f"{b} − {a}", ci(mean, half, signed=True), verdict(mean, half),
+                                pseed_cell(arms[b]), pseed_cell(arms[a]), n])
+        if effects:
+            parts += ["## overlap effect: accuracy of one controlled set minus another, paired by fine-tuning seed, "
+                      "beside each set's pre-training-seed difference",
+                      md_table(["task", "sets", "difference", "verdict", "pre-seed b−a (first set)",
+                                "pre-seed b−a (second set)", "n"], effects)]
     ov_path = inp.ws.out / "overlap.csv"
     if ov_path.is_file():  # written by after_run even when no overlap unit has finished
         ov = pd.read_csv(ov_path)
