@@ -132,7 +132,7 @@ def test_baseline_units_see_the_fine_tuning_units_rows(smoke):
             assert b["probs"].shape == f["probs"].shape
     tables = (out / "tables.md").read_text()
     for section in tables.split("\n## ")[1:]:  # every study's results table carries the baseline's row
-        if section.startswith(("pretrain_gap", "size", "overlap: controlled", "reset_unseen", "committee")):
+        if section.startswith(("pretrain_gap:", "size:", "overlap: controlled", "reset_unseen:", "committee:")):
             assert "bag-of-words (same rows)" in section, section[:80]
 
 
