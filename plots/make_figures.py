@@ -13,9 +13,12 @@ Reads `<results>/results.csv` (and `overlap.csv`, `latency.csv` when present), w
   reset_unseen  the gap with the never-seen tokens' embedding rows, or the transformer blocks, re-initialised
   committee     soft-committee accuracy vs K against the deep model; inference latency
 
-Error bars are the standard deviation over seeds (ddof 1); a gap is paired by seed (pre-trained minus scratch
-of the same model, task and seed) and read from results.csv's `gap` column, never recomputed here. Each figure
-carries a caption line: preset, machine, date.
+Only the units at their arm's chosen fine-tuning lr are drawn (results.csv's `lr_chosen`; older CSVs without it:
+all). Error bars are 95% Student-t intervals over fine-tuning seeds (tinybert/experiments/stats.py); a gap is
+paired by seed (pre-trained minus scratch of the same model, task and seed) and read from results.csv's `gap`
+column, never recomputed here. The bag-of-words baseline on the same rows is drawn in every figure: a dashed
+line at its accuracy on accuracy axes, and on gap axes at its accuracy minus the from-scratch accuracy (the gap
+a pre-trained model would need to match it). Each figure carries a caption line: preset, machine, date.
 """
 
 from __future__ import annotations
@@ -34,7 +37,10 @@ import pandas as pd  # noqa: E402
 if not __package__:  # run as `python plots/make_figures.py`: the registry (tinybert) and `plots` live at the root
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tinybert.experiments.stats import ci_half  # noqa: E402
+
 TASK_ORDER = ["agnews", "dbpedia", "fewrel"]
+BASELINE = "bag-of-words"  # the baseline's model name in results.csv (tinybert/experiments/units.py)
 ARM_ORDER = ["high", "random", "low"]
 
 
@@ -58,11 +64,38 @@ def caption(fig, df: pd.DataFrame, what: str) -> None:
         dates.max()[:10] if len(dates) else "?")
     n_seeds = df["seed"].nunique() if "seed" in df else 0
     fig.text(0.01, 0.005, f"{what} | preset {preset} | {'; '.join(devices) or '?'} | {date} | "
-                          f"error bars: std over {n_seeds} seeds", fontsize=7, color="0.3", ha="left", va="bottom")
+                          f"error bars: 95% t-interval over {n_seeds} seeds | dashed: bag-of-words baseline",
+             fontsize=7, color="0.3", ha="left", va="bottom")
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+    """Finished rows at their arm's chosen lr (every row of a CSV written before the lr grid)."""
+    ok = df["status"] == "ok"
+    if "lr_chosen" in df:
+        ok &= df["lr_chosen"].astype(str).str.lower().isin(["true", "1", "1.0"])
+    return df[ok]
+
+
+def baseline_accuracy(df: pd.DataFrame, task: str) -> float:
+    """Mean test accuracy of the bag-of-words baseline on `task` (NaN when it has not run)."""
+    b = _ok(df)
+    b = b[(b["model"] == BASELINE) & (b["task"] == task)]["accuracy"]
+    return float(b.mean()) if len(b) else float("nan")
+
+
+def scratch_accuracy(df: pd.DataFrame, task: str, model: str | None = None) -> float:
+    """Mean from-scratch test accuracy on `task` (of `model`, default every model but the baseline)."""
+    d = _ok(df)
+    d = d[(d["task"] == task) & ~d["pretrained"].astype(bool) & d["committee_k"].isna() & (d["model"] != BASELINE)]
+    if model is not None:
+        d = d[d["model"] == model]
+    return float(d.drop_duplicates("unit")["accuracy"].mean()) if len(d) else float("nan")
+
+
+def baseline_line(ax, value: float, color="0.25", label="bag-of-words (same rows)") -> None:
+    """The baseline as a dashed horizontal line (nothing when it is NaN)."""
+    if value == value:
+        ax.axhline(value, color=color, ls="--", lw=1.1, label=label)
 
 
 def _tasks(df) -> list:
@@ -78,13 +111,14 @@ def paired_gaps(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _std(x) -> float:
+    """The error bar: the 95% t half-width of the values (0 for fewer than two); the name is historical."""
     x = pd.Series(x).dropna()
-    return float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    return float(ci_half(x)) if len(x) > 1 else 0.0
 
 
 def grouped_bars(ax, arms, keys) -> np.ndarray:
     """Bars side by side at each of `keys`, one colour per arm: arms = [(label, color, SeriesGroupBy by key)],
-    height = mean, error bar = std over seeds. Returns the x positions of the groups."""
+    height = mean, error bar = 95% t-interval over seeds. Returns the x positions of the groups."""
     x = np.arange(len(keys))
     width = 0.8 / len(arms)
     for j, (label, color, g) in enumerate(arms):
@@ -119,10 +153,12 @@ def fig_pretrain_gap(data: dict, out: Path):
                             ha="center", fontsize=8)
         if d["num_labels"].notna().any():
             ax.axhline(1 / d["num_labels"].dropna().iloc[0], color="0.4", ls=":", lw=1, label="chance")
+        base = baseline_accuracy(data["results"], task)
+        baseline_line(ax, base)
         ax.set_xticks(x, models, rotation=15, fontsize=8)
         ax.set_title(task)
         ax.set_ylabel("test accuracy (best-val epoch)")
-        ax.set_ylim(0, min(1.0, d["accuracy"].max() * 1.25 + 0.02))
+        ax.set_ylim(0, min(1.0, max(d["accuracy"].max(), base if base == base else 0) * 1.25 + 0.02))
     axes[0][0].legend(fontsize=8, loc="lower left")
     pre = df["pretrained"].astype(bool)
     art = int(df[pre]["pretrain_articles"].max()) if pre.any() else 0
@@ -143,12 +179,17 @@ def fig_size(data: dict, out: Path):
     for task in _tasks(df):
         g = gaps[gaps["task"] == task].groupby("pretrain_articles")["gap"]
         xs = [0] + sorted(g.groups)
-        ax1.errorbar(xs, [0] + [g.get_group(n).mean() for n in xs[1:]],
-                     yerr=[0] + [_std(g.get_group(n)) for n in xs[1:]], marker="o", capsize=3, label=task)
+        line = ax1.errorbar(xs, [0] + [g.get_group(n).mean() for n in xs[1:]],
+                            yerr=[0] + [_std(g.get_group(n)) for n in xs[1:]], marker="o", capsize=3, label=task)
+        color = line[0].get_color()
+        base = baseline_accuracy(data["results"], task)
+        model = df["model"].iloc[0]
+        baseline_line(ax1, base - scratch_accuracy(df, task, model), color, f"{task}: bag-of-words - scratch")
         a = df[df["task"] == task].groupby("pretrain_articles")["accuracy"]
         xs = sorted(a.groups)
         ax2.errorbar(xs, [a.get_group(n).mean() for n in xs], yerr=[_std(a.get_group(n)) for n in xs], marker="o",
-                     capsize=3, label=task)
+                     capsize=3, label=task, color=color)
+        baseline_line(ax2, base, color, f"{task}: bag-of-words")
     ax1.axhline(0, color="0.6", lw=0.8)
     ax1.set_xlabel("pre-training articles (0 = none)")
     ax1.set_ylabel("gap: pre-trained - scratch accuracy")
@@ -207,6 +248,9 @@ def fig_overlap(data: dict, out: Path):
                 ax.errorbar([a["overlap_tokens"].mean()], [a["gap"].mean()], yerr=[_std(a["gap"])], marker=marker,
                             ms=8, capsize=3, color="k", ls="none", label=f"{a['task'].iloc[0]} {arm} overlap")
     ax.axhline(0, color="0.6", lw=0.8)
+    for task in (_tasks(ctrl) if not ctrl.empty else []):
+        baseline_line(ax, baseline_accuracy(res, task) - scratch_accuracy(res[res["study"] == "overlap"], task),
+                      label=f"{task}: bag-of-words - scratch")
     ax.set_xlabel("token-occurrence overlap (a)")
     ax.set_ylabel("gap: pre-trained - scratch accuracy")
     ax.set_title("Gap vs overlap")
@@ -223,6 +267,10 @@ def fig_overlap(data: dict, out: Path):
             ax.annotate(f"overlap {o:.3f}", (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
                         xytext=(0, -12 if b.get_height() >= 0 else 4), ha="center", fontsize=8)
         ax.axhline(0, color="0.6", lw=0.8)
+        task = ctrl["task"].iloc[0]
+        baseline_line(ax, baseline_accuracy(res, task) - scratch_accuracy(res[res["study"] == "overlap"], task),
+                      label=f"{task}: bag-of-words - scratch")
+        ax.legend(fontsize=7)
         n = int(ctrl["pretrain_articles"].iloc[0])
         ax.set_title(f"Controlled sets of {n:,} articles\n(by overlap with {ctrl['task'].iloc[0]})", fontsize=10)
         ax.set_ylabel("gap: pre-trained - scratch accuracy")
@@ -259,6 +307,7 @@ def fig_committee(data: dict, out: Path):
             m, s = ref.mean(), _std(ref)
             ax.axhline(m, color="k", lw=1.2, label=f"{d[d['committee'] == 'reference']['model'].iloc[0]} (deep)")
             ax.axhspan(m - s, m + s, color="k", alpha=0.1)
+        baseline_line(ax, baseline_accuracy(data["results"], task))
         ax.set_xlabel("committee size K")
         ax.set_ylabel("test accuracy")
         ax.set_title(task)
@@ -304,6 +353,9 @@ def fig_reset_unseen(data: dict, out: Path):
                                                            ("nested-blocks", "blocks re-initialised", "#2ca02c"))],
                          sizes)
         ax.axhline(0, color="0.4", lw=0.8)
+        baseline_line(ax, baseline_accuracy(data["results"], task) -
+                      scratch_accuracy(data["results"][data["results"]["study"] == "reset_unseen"], task,
+                                       gaps["model"].iloc[0]), label="bag-of-words - scratch")
         ax.set_xticks(x, [f"{int(n):,}" for n in sizes])
         ax.set_xlabel("pre-training articles")
         ax.set_ylabel("gap: pre-trained - scratch accuracy")

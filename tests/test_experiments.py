@@ -19,7 +19,9 @@ from tinybert.data_dir import resolve_data_dir
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED_COLUMNS = {"study", "model", "pretrain_articles", "vocab", "task", "setting", "seed", "pretrained",
                     "accuracy", "final_accuracy", "pretrain_seconds", "finetune_seconds", "status", "error",
-                    "overlap_tokens", "overlap_types", "committee", "committee_k", "corpus", "unit"}
+                    "overlap_tokens", "overlap_types", "committee", "committee_k", "corpus", "unit", "lr", "lr_chosen",
+                    "selected_last_epoch", "pretrain_seed", "best_val_accuracy"}
+STUDY_NAMES = ["baseline", "pretrain_gap", "size", "overlap", "reset_unseen", "committee"]
 
 
 def _data_dir():
@@ -56,11 +58,12 @@ def test_results_csv_columns_and_rows(smoke):
     df = pd.read_csv(out / "results.csv")
     assert EXPECTED_COLUMNS <= set(df.columns)
     assert (df["status"] == "ok").all(), df[df["status"] != "ok"][["study", "model", "task", "error"]]
-    assert set(df["study"]) == {"pretrain_gap", "size", "overlap", "reset_unseen", "committee"}
+    assert set(df["study"]) == set(STUDY_NAMES)
     assert set(df["task"]) == {"agnews", "dbpedia", "fewrel"}
     assert set(df["seed"]) == {0, 1}
     gap = df[df["study"] == "pretrain_gap"]
-    assert len(gap) == 2 * 3 * 2 * 2  # models x tasks x {scratch, pre-trained} x seeds
+    # models x tasks x seeds x lrs x (scratch + one pre-trained unit per pre-training seed)
+    assert len(gap) == 2 * 3 * 2 * 2 * (1 + 2)
     assert gap["accuracy"].between(0, 1).all() and gap["final_accuracy"].between(0, 1).all()
     assert set(df[df["study"] == "size"]["pretrain_articles"]) == {0, 100, 200}
     assert set(df[df["study"] == "overlap"]["corpus"]) == {"none", "high", "random", "low"}
@@ -73,7 +76,7 @@ def test_results_csv_columns_and_rows(smoke):
     assert all(n > 0 for n in n_reset)
     pre = df[df["pretrained"] & df["committee_k"].isna()]
     assert (pre["overlap_tokens"] > 0).all() and (pre["pretrain_seconds"] > 0).all()
-    assert (df[~df["pretrained"]]["overlap_tokens"] == 0).all()
+    assert (df[~df["pretrained"] & (df["model"] != "bag-of-words")]["overlap_tokens"] == 0).all()
     ks = df[df["committee_k"].notna()]
     assert set(ks["committee"]) == {"variants", "seeds"} and set(ks["committee_k"]) == {1, 2}
     summary = pd.read_csv(out / "summary.csv")
@@ -83,6 +86,7 @@ def test_results_csv_columns_and_rows(smoke):
     assert arms["vs_as_pretrained_positive"].between(0, 2).all()
     assert summary[summary["corpus"] == "nested"]["vs_as_pretrained_mean"].isna().all()
     assert (summary["n"] == 2).all()
+    assert {"accuracy_ci", "gap_ci", "pseed_diff_mean", "pseed_diff_ci", "n_units"} <= set(summary.columns)
     ov = pd.read_csv(out / "overlap.csv")
     assert set(ov["task"]) == {"agnews", "dbpedia", "fewrel"}
     nested = ov[ov["corpus"] == "nested"].groupby(["task", "seed"])
@@ -90,11 +94,98 @@ def test_results_csv_columns_and_rows(smoke):
         assert g.sort_values("pretrain_articles")["overlap_tokens"].is_monotonic_increasing
     lat = pd.read_csv(out / "latency.csv")
     assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
-    assert "## pretrain_gap" in (out / "tables.md").read_text()
+    tables = (out / "tables.md").read_text()
+    assert "## pretrain_gap" in tables and "## baseline" in tables
     record = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()][0]
     assert len(record["commit"]) == 40 and record["failed_rows"] == 0 and record["end"] >= record["start"]
-    assert record["studies"] == ["pretrain_gap", "size", "overlap", "reset_unseen", "committee"]
+    assert record["studies"] == STUDY_NAMES
     assert record["units_to_run"] > 0
+
+
+# fine-tuning units of one fine-tuning seed in the smoke preset (every study, shared units counted once): see
+# test_the_unit_count_per_seed_is_what_the_grid_says
+N_UNITS_PER_SEED = 115
+
+
+def test_the_unit_count_per_seed_is_what_the_grid_says(smoke):
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    units = df[df["committee_k"].isna() & (df["seed"] == 0)]
+    assert units["unit"].nunique() == N_UNITS_PER_SEED
+
+
+def test_baseline_units_see_the_fine_tuning_units_rows(smoke):
+    """One bag-of-words unit per task and fine-tuning seed, on exactly the rows that seed's units use."""
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    base = df[df["model"] == "bag-of-words"]
+    assert set(base["study"]) == {"baseline"} and set(base["corpus"]) == {"baseline"}
+    assert len(base) == 3 * 2 and (base["status"] == "ok").all() and base["accuracy"].between(0, 1).all()
+    assert base["lr"].isna().all() and base["lr_chosen"].all()
+    units = df[(df["study"] == "pretrain_gap") & (df["model"] == "bert6")]
+    for r in base.itertuples():
+        ft = units[(units["task"] == r.task) & (units["seed"] == r.seed)].iloc[0]
+        assert (r.n_train, r.n_val, r.n_test) == (ft["n_train"], ft["n_val"], ft["n_test"])
+        units_dir = out / "units"
+        with np.load(units_dir / f"baseline-{r.unit}.npz") as b, np.load(units_dir / f"ft-{ft['unit']}.npz") as f:
+            assert np.array_equal(b["labels"], f["labels"])  # the same test rows, in the same order
+            assert b["probs"].shape == f["probs"].shape
+    tables = (out / "tables.md").read_text()
+    for section in tables.split("\n## ")[1:]:  # every study's results table carries the baseline's row
+        if section.startswith(("pretrain_gap:", "size:", "overlap: controlled", "reset_unseen:", "committee:")):
+            assert "bag-of-words (same rows)" in section, section[:80]
+
+
+def test_the_lr_is_chosen_per_arm_on_validation(smoke):
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    units = df[df["committee_k"].isna() & df["lr"].notna()]
+    assert set(units["lr"]) == {1e-3, 3e-3}
+    arm = ["study", "model", "pretrained", "pretrain_articles", "corpus", "task", "committee"]
+    units = units.fillna({"committee": ""})
+    for key, g in units.groupby(arm):
+        val = g[g["status"] == "ok"].groupby("lr")["best_val_accuracy"].mean()
+        best = val[val == val.max()].index.min()  # highest mean validation accuracy, ties to the smaller lr
+        assert set(g[g["lr_chosen"]]["lr"]) == {best}, key
+        assert g[g["lr_chosen"]]["pretrain_seed"].nunique() == g["pretrain_seed"].nunique()  # all seeds kept
+    sel = pd.read_csv(out / "lr_selection.csv").fillna({"committee": ""})
+    assert (sel.groupby(arm)["chosen"].sum() == 1).all()
+    assert len(sel) == 2 * units.groupby(arm).ngroups
+    # every fine-tuning unit records its lr and whether the selected epoch was its last
+    rec = json.loads(next((out / "units").glob("ft-*.json")).read_text())
+    assert rec["lr"] == rec["spec"]["finetune"]["lr"] and isinstance(rec["selected_last_epoch"], bool)
+    tables = (out / "tables.md").read_text()
+    assert "## fine-tuning lr chosen per arm" in tables and "## selected epoch" in tables
+
+
+def test_pretraining_seeds_pair_with_fine_tuning_seeds_and_intervals_are_t_intervals(smoke):
+    from tinybert.experiments.stats import mean_ci
+
+    out, _ = smoke
+    df = pd.read_csv(out / "results.csv")
+    ok = df[(df["status"] == "ok") & df["lr_chosen"] & df["committee_k"].isna()]
+    pre = ok[(ok["study"] == "size") & ok["pretrained"]]
+    assert set(pre["pretrain_seed"]) == {0, 1}
+    assert pre.groupby(["task", "pretrain_articles", "seed"])["pretrain_seed"].nunique().eq(2).all()
+    assert pre["pretrain_unit"].nunique() == 2 * 2  # sizes x pre-training seeds, shared by the tasks
+    summary = pd.read_csv(out / "summary.csv")
+    for (task, n), g in pre.groupby(["task", "pretrain_articles"]):
+        s = summary[(summary["study"] == "size") & (summary["task"] == task) & (summary["pretrain_articles"] == n)
+                    & (summary["corpus"] == "nested")].iloc[0]
+        per_seed = g.groupby("seed")[["accuracy", "gap"]].mean()  # averaged over the pre-training seeds
+        for col in ("accuracy", "gap"):
+            mean, half, k = mean_ci(per_seed[col])
+            assert (s[f"{col}_mean"], s[f"{col}_ci"], s["n"]) == (pytest.approx(mean), pytest.approx(half), k)
+        acc = g.set_index(["seed", "pretrain_seed"])["accuracy"]
+        mean, half, k = mean_ci([acc[(f, 1)] - acc[(f, 0)] for f in (0, 1)])
+        assert (s["pseed_diff_mean"], s["pseed_diff_ci"], s["pseed_pair"]) == (pytest.approx(mean),
+                                                                               pytest.approx(half), "1-0")
+        assert s["n_units"] == 4 and s["n_pretrain_seeds"] == 2
+    tables = (out / "tables.md").read_text()
+    assert "±" in tables and "verdict" in tables and "pre-seed b−a" in tables and "(seeds 1-0)" in tables
+    assert "## slices: binomial standard error" in tables
+    assert "## size effect" in tables and "## overlap effect" in tables  # the effects, beside pre-seed differences
+    assert "not supported" in tables or "supported (" in tables
 
 
 def test_figures_from_the_csvs(smoke, tmp_path):
@@ -109,6 +200,13 @@ def test_figures_from_the_csvs(smoke, tmp_path):
     assert names == ["smoke_committee.png", "smoke_overlap.png", "smoke_pretrain_gap.png", "smoke_reset_unseen.png",
                      "smoke_size.png"]
     assert all(p.stat().st_size > 10_000 for p in written)
+    data = make_figures.load(out)
+    for name, fn in make_figures.figures().items():  # every figure draws the baseline
+        fig = fn(data, tmp_path)
+        if fig is None:
+            continue
+        labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+        assert any("bag-of-words" in label for label in labels), name
 
 
 def test_a_study_registered_here_reaches_the_plan_the_tables_and_the_figures(smoke, tmp_path, monkeypatch,
@@ -146,7 +244,8 @@ def test_a_study_registered_here_reaches_the_plan_the_tables_and_the_figures(smo
     capsys.readouterr()
     assert main(["estimate", "--study", "toy", *toy_args, *PINNED]) == 0
     printed = capsys.readouterr().out
-    assert "studies toy;" in printed and "plan: 2 fine-tuning units (2 cached, 0 to run)" in printed
+    # the baseline goes with every study: 2 toy units + 3 tasks x 2 seeds of baseline, all cached
+    assert "studies baseline, toy;" in printed and "plan: 8 fine-tuning units (8 cached, 0 to run)" in printed
     main(["tables", *toy_args, *PINNED])  # its exit code counts failed units of other tests' grown grids
     df = pd.read_csv(copy / "results.csv")
     toy = df[df["study"] == "toy"]
@@ -192,7 +291,8 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
     capsys.readouterr()
     assert main(["run", "--study", "all", *args, *PINNED]) == 0
     assert calls == []
-    assert "(64 cached, 0 to run)" in capsys.readouterr().out
+    n_units = N_UNITS_PER_SEED * 2
+    assert f"({n_units} cached, 0 to run)" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")} == before
 
     # Grow the grid by a seed; DBpedia's new units raise. They are recorded as failed and the others go on.
@@ -204,7 +304,7 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
 
     monkeypatch.setattr(finetune_unit, "finetune", flaky)
     assert main(["run", "--study", "all", *args, *PINNED, "--seeds", "0", "1", "2"]) == 1  # 1: some units failed
-    assert "(64 cached, 32 to run)" in capsys.readouterr().out
+    assert f"({n_units} cached, {N_UNITS_PER_SEED} to run)" in capsys.readouterr().out
     after = {p.name: p.stat().st_mtime_ns for p in (out / "units").glob("ft-*.json")}
     assert all(after[name] == t for name, t in before.items())  # old units untouched
     df = pd.read_csv(out / "results.csv")
@@ -220,7 +320,8 @@ def test_rerun_is_a_cache_hit_and_a_grown_grid_runs_only_what_is_new(smoke, caps
     # The next run retries only the failed units.
     monkeypatch.setattr(finetune_unit, "finetune", real_finetune)
     assert main(["run", "--study", "pretrain_gap", *args, *PINNED, "--seeds", "0", "1", "2"]) == 0
-    assert ", 4 to run, 4 of them failed before)" in capsys.readouterr().out
+    # pretrain_gap's DBpedia units of seed 2: 2 models x 2 lrs x (scratch + 2 pre-training seeds)
+    assert ", 12 to run, 12 of them failed before)" in capsys.readouterr().out
     df = pd.read_csv(out / "results.csv")
     assert (df[df["study"] == "pretrain_gap"]["status"] == "ok").all()
 
@@ -245,9 +346,10 @@ def test_a_failing_pretraining_fails_its_units_only(tmp_path, monkeypatch):
     df = pd.read_csv(out / "results.csv")
     df = df[df["study"] == "pretrain_gap"]  # (its units also appear as rows of the other studies that share them)
     bad = df[df["status"] == "failed"]
-    assert set(bad["model"]) == {"bert6"} and bad["pretrained"].all() and len(bad) == 3
+    # 3 tasks x 2 pre-training seeds x 2 lrs
+    assert set(bad["model"]) == {"bert6"} and bad["pretrained"].all() and len(bad) == 3 * 2 * 2
     assert bad["error"].str.contains("pre-training exploded").all()
-    assert len(df) == 12 and (df[df["model"] == "bert1-h2"]["status"] == "ok").all()
+    assert len(df) == 2 * 3 * 2 * 3 and (df[df["model"] == "bert1-h2"]["status"] == "ok").all()
     assert (df[(df["model"] == "bert6") & ~df["pretrained"]]["status"] == "ok").all()
     assert every and set(every) == {units.CHECKPOINT_EPOCHS} and units.CHECKPOINT_EPOCHS > 1
 

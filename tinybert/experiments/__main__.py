@@ -1,6 +1,6 @@
 """Command line of the experiment runner (see tinybert/experiments/__init__.py and runner.py).
 
-    python -m tinybert.experiments run --study {pretrain_gap,size,overlap,reset_unseen,committee,all}
+    python -m tinybert.experiments run --study {baseline,pretrain_gap,size,overlap,reset_unseen,committee,all}
                                        --preset {paper,cpu,smoke}
                                        [--out results/<preset>] [--seeds 0 1 2] [--device auto] [--threads N]
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
@@ -63,7 +63,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     if args.seeds:
         preset = replace(preset, seeds=tuple(args.seeds))
-    studies = study_names() if args.study == "all" else (args.study,)
+    # the baseline (seconds per unit) goes with every study: each table and figure is read against it
+    studies = (study_names() if args.study == "all" else (args.study,) if args.study == "baseline" else
+               ("baseline", args.study))
     out = Path(args.out or f"results/{preset.name}")
     try:
         if args.command == "estimate" and args.device.startswith("cuda") and not torch.cuda.is_available():

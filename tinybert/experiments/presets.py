@@ -13,6 +13,7 @@ the architecture of the K-seeds committee.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 
@@ -71,8 +72,11 @@ class Preset:
     reset_sizes: tuple = ()          # reset_unseen study: corpus sizes (default: the smallest size and main_size)
     overlap: OverlapSpec = field(default_factory=OverlapSpec)
     latency: dict = field(default_factory=lambda: {"batch_sizes": (1, 32), "repeats": 20, "warmup": 3})
-    vocab: str = "bert"              # 'bert': <data>/bert_vocab/vocab.txt (bert-base-uncased); or a path
+    vocab: str = "bert"              # 'bert': <data>/bert_vocab/vocab.txt (bert-base-uncased); 'train:<size>': a
+                                     # WordPiece of <size> tokens trained on the pre-training pool; or a path
     jobs: int = 1                    # units run in this many worker processes (CPU: 2 jobs x 1 thread each)
+    finetune_lrs: tuple = ()         # fine-tuning lr grid, chosen per arm on validation (() = (finetune["lr"],))
+    pretrain_seeds: tuple = (0,)     # pre-training seeds of every pre-trained arm (the committee keeps its own)
 
     def __post_init__(self):
         names = [t.name for t in self.tasks]
@@ -85,6 +89,28 @@ class Preset:
             raise ValueError(f"preset {self.name}: needs at least one BERT-1 variant")
         if self.main_size > self.pool_size or self.overlap.size > self.overlap.pool:
             raise ValueError(f"preset {self.name}: main_size/overlap.size exceed the pool")
+        bad_lr = [lr for lr in self.lrs if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0)]
+        if bad_lr or len(set(self.lrs)) != len(self.lrs):
+            raise ValueError(f"preset {self.name}: finetune_lrs must be distinct finite numbers > 0, got "
+                             f"{self.finetune_lrs}")
+        if not self.pretrain_seeds or len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
+            raise ValueError(f"preset {self.name}: pretrain_seeds must be distinct and at least one, got "
+                             f"{self.pretrain_seeds}")
+        if self.vocab.startswith("train:"):
+            size = self.vocab.split(":", 1)[1]
+            if not size.isdigit() or int(size) < 6:
+                raise ValueError(f"preset {self.name}: vocab {self.vocab!r}: expected 'train:<size>' with an "
+                                 f"integer size >= 6 (the 5 special tokens and at least one more)")
+
+    @property
+    def lrs(self) -> tuple:
+        """The fine-tuning lr grid: `finetune_lrs`, or the recipe's single lr (the presets before the grid)."""
+        return tuple(self.finetune_lrs) or (self.finetune["lr"],)
+
+    @property
+    def trained_vocab_size(self) -> int | None:
+        """<size> of a 'train:<size>' vocab, else None."""
+        return int(self.vocab.split(":", 1)[1]) if self.vocab.startswith("train:") else None
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -209,7 +235,8 @@ def cpu_preset() -> Preset:
 
 def smoke_preset() -> Preset:
     """Minutes at most: tiny models (hidden 16), a few hundred articles of 32 tokens, one epoch, a few
-    examples per label, 2 seeds, two BERT-1 variants; every study and every file of a real run."""
+    examples per label, 2 seeds, two BERT-1 variants, 2 fine-tuning lrs (chosen per arm on validation), 2
+    pre-training seeds; every study and every file of a real run."""
     tiny = lambda **kw: tuple({"layers": 1, "heads": 2, "head_size": 8, **kw}.items())  # noqa: E731
     return Preset(
         name="smoke",
@@ -230,6 +257,8 @@ def smoke_preset() -> Preset:
         size_tasks=("agnews", "dbpedia", "fewrel"),
         overlap=OverlapSpec(task="agnews", size=100, pool=300, top_k=100, reference_per_label=20, min_tokens=8),
         latency={"batch_sizes": (1,), "repeats": 2, "warmup": 1},
+        finetune_lrs=(1e-3, 3e-3),
+        pretrain_seeds=(0, 1),
     )
 
 

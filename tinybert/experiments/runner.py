@@ -4,15 +4,21 @@ Where it sits: the registered studies (studies/, one Study object each) list the
 them and names none of them. units.py runs one unit, this file orders the units, prints progress and ETA,
 calls each study's `after_run` hook, and tables.py writes, in `<out>/`:
 
-    results.csv   one row per (study, unit): every finished or failed fine-tuning unit of every study, plus the
+    results.csv   one row per (study, unit): every finished or failed fine-tuning unit of every study at every lr
+                  of the grid (`lr`; `lr_chosen` marks its arm's lr chosen on validation, lr_select.py), the
+                  bag-of-words baseline units (model `bag-of-words`, study and corpus `baseline`), plus the
                   derived committee rows (committee_k = K); the `status` and `error` columns say what failed;
-                  `gap` = accuracy minus the from-scratch accuracy of the same model, task and seed
-    summary.csv   mean and std (ddof 1) over seeds per configuration, with the paired pre-training gap
-                  (pre-trained minus from scratch, same model, task and seed) and, for committees, the paired
-                  difference to the deep reference
+                  `gap` = accuracy minus the from-scratch accuracy (chosen lr) of the same model, task and
+                  fine-tuning seed; `selected_last_epoch`: the best-validation epoch was the last one
+    summary.csv   per configuration, the chosen-lr units: mean, std (ddof 1) and 95% t half-width (`_ci`) over
+                  fine-tuning seeds (n) of the accuracy, the paired pre-training gap and, for committees, the
+                  paired difference to the deep reference; `pseed_diff`: second minus first pre-training seed
+    lr_selection.csv   per arm and lr: mean best-validation accuracy, units, chosen, at the grid's edge
     overlap.csv   overlap of every task sample with every corpus (overlap study)
     latency.csv   inference latency of every model and committee (committee study)
-    tables.md     one table per study, from summary.csv / overlap.csv / latency.csv
+    tables.md     one table per study, from summary.csv / overlap.csv / latency.csv, each with the baseline's row
+                  and intervals; then the lr choice, the share of units whose selected epoch was the last one
+                  and the binomial standard errors of the validation and test slices
     preset.json   the preset the folder was made with (a second preset into the same folder is refused)
     runs.jsonl    one line per `run`: command, git commit (and whether the tree had uncommitted changes),
                   machine, torch version, start and end time, units run and failed; RESULTS.md cites it
@@ -57,7 +63,7 @@ from .presets import Preset
 from .studies import GridRow, build_grid, registered
 from .tables import write_tables
 from .units import (Workspace, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
-                    record_failure, run_finetune, run_pretrain, spec_hash, write_json_atomic)
+                    record_failure, run_baseline, run_finetune, run_pretrain, spec_hash, write_json_atomic)
 
 TABLES_EVERY_S = 120  # rewrite results.csv & co. at most this often during a run (and always at the end)
 
@@ -93,6 +99,8 @@ class Estimator:
         return steps * t + evals + 2.0
 
     def finetune(self, spec: dict) -> float:
+        if spec["kind"] == "baseline":  # a TF-IDF + logistic-regression fit: seconds, not worth timing
+            return 2.0
         task, f = spec["task"], spec["finetune"]
         row = get_task(task["name"])  # label count and typical length: the task table, data_prep/registry.py
         labels = task["labels"] or row.label_count(task["setting"])
@@ -172,7 +180,7 @@ def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True) -> d
     # corpus, model, pre-training seed), so each pre-trained model is loaded once for all its units.
     order = {s: i for i, s in enumerate(studies)}
     todo.sort(key=lambda r: (order[r.study], r.pretrain is not None, r.articles, r.corpus, r.model.name,
-                             r.pretrain_seed or 0, r.task.name, r.seed))
+                             r.pretrain_seed or 0, r.task.name, r.seed, r.lr or 0.0))
     pretrains = {}
     for r in todo:
         if r.pretrain is not None:
@@ -312,7 +320,10 @@ def execute_unit(ws: Workspace, r: GridRow, estimates: dict, pre_todo: dict, fai
                     raise RuntimeError(f"pre-training {h} failed: {err}") from None
                 log(f"{prefix} pre-trained {r.model.name} on {r.articles} {r.corpus} articles in "
                     f"{fmt_time(pre_info['seconds'])}, held-out masked-token accuracy {pre_info['eval_acc']:.4f}")
-        rec = run_finetune(ws, r.ft, r.pretrain, pre_info)
+        if r.ft["kind"] == "baseline":
+            rec = run_baseline(ws, r.ft)
+        else:
+            rec = run_finetune(ws, r.ft, r.pretrain, pre_info)
         msg = f"acc {rec['accuracy']:.4f} (last epoch {rec['final_accuracy']:.4f})"
     except KeyboardInterrupt:
         log("\ninterrupted; run the same command again to continue (finished units are kept)")
@@ -416,4 +427,5 @@ def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs:
 def describe(r: GridRow) -> str:
     pre = "scratch" if r.pretrain is None else f"{r.articles} {r.corpus} articles, pre-seed {r.pretrain_seed}"
     member = f", member {r.member}" if r.member is not None else ""
-    return f"{r.study}: {r.model.name} ({pre}) on {r.task.name} seed {r.seed}{member}"
+    lr = f", lr {r.lr:g}" if r.lr is not None else ""
+    return f"{r.study}: {r.model.name} ({pre}) on {r.task.name} seed {r.seed}{member}{lr}"

@@ -9,6 +9,7 @@ Where it sits in the flow: the studies (studies.py) describe units; this file ru
                        state), done.json (seconds, MLM accuracy, rows)
     ft-<hash>.json     spec, status ('ok' | 'failed'), error, accuracies, curve, overlap, timings
     ft-<hash>.npz      test probabilities/logits (selected and final model) and labels, for the committees
+    baseline-<hash>.json/.npz   the bag-of-words baseline (tinybert/baseline.py) on one task sample and seed
 
 A spec holds everything that shapes the result (full model config, corpus description, recipe, seeds, vocab
 hash, task sample sizes) and nothing that does not (device, precision, progress settings), so the same unit
@@ -37,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data_prep.corpus import load_or_build_corpus
+from data_prep.corpus import default_cache_dir, load_or_build_corpus
+from data_prep.pretrain_data import load_or_train_vocab
 from data_prep.tasks import TaskData, load_task
 from data_prep.wikipedia import default_wiki_sources
 from tinybert import atomic
 from tinybert import overlap as ov
+from tinybert.baseline import C_GRID, bag_of_words_baseline
 from tinybert.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from tinybert.config import ModelConfig, make_model_config
 from tinybert.data_dir import resolve_data_dir
@@ -122,14 +125,22 @@ class Workspace:
         self.device = device
         self.precision = precision or Precision("fp32", "default")
         self.show_progress = show_progress
+        self.sources = default_wiki_sources(data_dir) if sources is None else [Path(s) for s in sources]
         if preset.vocab == "bert":
             self.vocab_path = resolve_data_dir(data_dir) / "bert_vocab" / "vocab.txt"
             self.vocab_label = "bert-base-uncased"
+        elif preset.trained_vocab_size is not None:
+            # Trained as train.py trains one (data_prep/pretrain_data.py), on the pool's articles only: the
+            # held-out articles after the pool stay unseen. Cached by sources, pool size, seed and size.
+            size = preset.trained_vocab_size
+            tok, meta = load_or_train_vocab(self.sources, preset.pool_size, preset.corpus_seed, size,
+                                            cache_dir or default_cache_dir(), show_progress=show_progress)
+            self.vocab_path = Path(meta["vocab"])
+            self.vocab_label = f"wordpiece-{size} trained on the {preset.pool_size}-article pool"
         else:
             self.vocab_path = Path(preset.vocab)
             self.vocab_label = str(preset.vocab)
         self.tokenizer = WordPieceTokenizer.from_vocab(self.vocab_path)
-        self.sources = default_wiki_sources(data_dir) if sources is None else [Path(s) for s in sources]
         self.exclude = ov.special_ids(self.tokenizer)
         self.machine = machine_name(device)
         self._pool = None
@@ -284,10 +295,16 @@ def pretrain_spec(ws: Workspace, model: ModelSpec, corpus: dict, seed: int) -> d
 
 
 def finetune_spec(ws: Workspace, model: ModelSpec, pretrain: dict | None, task: TaskSpec, seed: int,
-                  member: int = 0, reset_unseen: bool = False, reinit_blocks: bool = False) -> dict:
+                  member: int = 0, reset_unseen: bool = False, reinit_blocks: bool = False,
+                  lr: float | None = None) -> dict:
+    """`lr`: the fine-tuning lr of this unit (None: the recipe's); it replaces finetune['lr'], so a unit at the
+    recipe's lr keeps the hash it had before the lr grid existed."""
+    recipe = dict(ws.preset.finetune)
+    if lr is not None:
+        recipe["lr"] = lr
     spec = {"version": UNIT_VERSION, "kind": "finetune", "model": ws.model_config(model).to_dict(),
             "pretrain": None if pretrain is None else spec_hash(pretrain), "task": asdict(task),
-            "finetune": dict(ws.preset.finetune), "seed": seed, "init_seed": member_seed(seed, member),
+            "finetune": recipe, "seed": seed, "init_seed": member_seed(seed, member),
             "vocab": ws.tokenizer.vocab_hash}
     # the interventions of the reset_unseen study; keys only when set, so every other unit keeps its hash
     for key, on in (("reset_unseen", reset_unseen), ("reinit_blocks", reinit_blocks)):
@@ -392,7 +409,8 @@ def _last_elapsed(metrics: Path) -> float:
 
 def ft_paths(ws: Workspace, spec: dict) -> tuple[Path, Path]:
     h = spec_hash(spec)
-    return ws.units / f"ft-{h}.json", ws.units / f"ft-{h}.npz"
+    prefix = "baseline" if spec["kind"] == "baseline" else "ft"
+    return ws.units / f"{prefix}-{h}.json", ws.units / f"{prefix}-{h}.npz"
 
 
 def ft_record(ws: Workspace, spec: dict) -> dict | None:
@@ -436,7 +454,8 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
     rec = {
         "hash": spec_hash(spec), "spec": spec, "status": "ok", "error": "",
         "accuracy": res["selected_test_acc"], "final_accuracy": res["final_test_acc"],
-        "best_val_accuracy": res["best_val_acc"], "selected_epoch": res["selected_epoch"],
+        "best_val_accuracy": res["best_val_acc"], "selected_epoch": res["selected_epoch"], "lr": cfg.lr,
+        "selected_last_epoch": res["selected_epoch"] == len(res["curve"]) - 1,
         "selection": res["selection"], "steps": res["steps"], "finetune_seconds": member.seconds,
         "setting": data.setting, "num_labels": data.num_labels,
         "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": member.params,
@@ -444,6 +463,40 @@ def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info
         "pretrain": pretrain_info, "reset_rows": n_reset, "curve": res["curve"], "notes": data.notes,
         "device": ws.machine, "precision": ws.precision.name, "date": now(),
     }
+    write_json_atomic(json_path, rec)
+    return rec
+
+
+BASELINE_MODEL = "bag-of-words"
+BASELINE_RECIPE = "tfidf word uni+bigrams (sublinear tf, smooth idf, l2 rows) + l2 softmax regression, C on val"
+
+
+def baseline_spec(task: TaskSpec, seed: int) -> dict:
+    """The bag-of-words baseline (tinybert/baseline.py) on the train / validation / test rows that the
+    fine-tuning units of `task` with fine-tuning seed `seed` see (Workspace.task(task, seed), as run_finetune)."""
+    return {"version": UNIT_VERSION, "kind": "baseline", "model": BASELINE_MODEL, "recipe": BASELINE_RECIPE,
+            "c_grid": list(C_GRID), "task": asdict(task), "seed": seed}
+
+
+def run_baseline(ws: Workspace, spec: dict) -> dict:
+    """Fit the baseline (C chosen on validation) and write baseline-<hash>.json/.npz, fields as run_finetune's
+    (accuracy, best_val_accuracy, n_train, ...; no lr, no epochs). Exceptions propagate (the runner records them)."""
+    task = TaskSpec(**spec["task"])
+    data = ws.task(task, spec["seed"])
+    start = time.perf_counter()
+    res = bag_of_words_baseline(data.train, data.val, data.test, data.num_labels, spec["c_grid"])
+    seconds = time.perf_counter() - start
+    json_path, npz_path = ft_paths(ws, spec)
+    labels = np.array([ex.label for ex in data.test], dtype=np.int64)
+    atomic.write_npz_atomic(npz_path, probs=res.test_probs.astype(np.float32),
+                            final_probs=res.test_probs.astype(np.float32), labels=labels)
+    rec = {"hash": spec_hash(spec), "spec": spec, "status": "ok", "error": "", "accuracy": res.test_acc,
+           "final_accuracy": res.test_acc, "best_val_accuracy": res.val_acc, "selected_epoch": None, "lr": None,
+           "selected_last_epoch": None, "c": res.c, "c_grid": res.grid, "features": res.features,
+           "finetune_seconds": seconds, "setting": data.setting, "num_labels": data.num_labels,
+           "n_train": len(data.train), "n_val": len(data.val), "n_test": len(data.test), "params": None,
+           "overlap": {}, "pretrain": None, "notes": data.notes, "device": ws.machine, "precision": "fp32",
+           "date": now()}
     write_json_atomic(json_path, rec)
     return rec
 

@@ -15,10 +15,12 @@ import torch
 from tinybert.committee import BatchedCommittee, committee_accuracy_curve, member_by_member
 from tinybert.model import BertForSequenceClassification, count_parameters, encoder_macs_per_token
 
-from ..md import md_table, pm
+from ..md import ci_of, md_table, pm
+from ..stats import verdict
 from ..presets import ModelSpec, Preset
 from ..units import Workspace, format_exception, load_probs, now, read_json, spec_hash, write_json_atomic
-from .core import GridRow, Study, TableInput, make_row, register
+from .baseline import baseline_row
+from .core import GridRow, Study, TableInput, make_rows, register
 
 COMMITTEE_ORDERS = 100
 
@@ -28,13 +30,14 @@ def grid(study: Study, p, ws) -> list:
     for name in p.committee_tasks:
         task = p.task(name)
         for seed in p.seeds:
-            rows.append(make_row(ws, study.name, p.deep, task, seed, articles=p.main_size, committee="reference"))
+            rows += make_rows(ws, study.name, p.deep, task, seed, articles=p.main_size, pretrain_seeds=(0,),
+                              committee="reference")
             for m, variant in enumerate(p.shallow):
-                rows.append(make_row(ws, study.name, variant, task, seed, articles=p.main_size, member=m,
-                                     committee="variants"))
+                rows += make_rows(ws, study.name, variant, task, seed, articles=p.main_size, pretrain_seeds=(0,),
+                                  member=m, committee="variants")
             for m in range(p.committee_seeds):
-                rows.append(make_row(ws, study.name, p.shallow[0], task, seed, articles=p.main_size,
-                                     pretrain_seed=m, member=m, committee="seeds"))
+                rows += make_rows(ws, study.name, p.shallow[0], task, seed, articles=p.main_size,
+                                  pretrain_seeds=(m,), member=m, committee="seeds")
     return rows
 
 
@@ -152,20 +155,22 @@ def table(inp: TableInput) -> list[str]:
     parts, t, latency = [], inp.rows, inp.latency
     if len(t):
         rows = []
+        headers = ["task", "committee", "K", "accuracy", "minus deep", "verdict", "deep", "best single member", "n"]
         for task, g in t.groupby("task", sort=False):
             ref = g[g["committee"] == "reference"]
-            refs = pm(*ref[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(ref) else ""
+            refs = ci_of(ref.iloc[0], "accuracy") if len(ref) else ""
             for kind in ("variants", "seeds"):
                 c = g[(g["committee"] == kind) & (g["committee_k"] != "")].sort_values("committee_k")
                 singles = g[(g["committee"] == kind) & (g["committee_k"] == "")]
                 best = singles["accuracy_mean"].max() if len(singles) else float("nan")
                 for r in c.itertuples():
-                    rows.append([task, kind, r.committee_k, pm(r.accuracy_mean, r.accuracy_std),
-                                 pm(r.vs_deep_mean, r.vs_deep_std), refs, pm(best, None), int(r.n)])
+                    rows.append([task, kind, r.committee_k, ci_of(r, "accuracy"), ci_of(r, "vs_deep", signed=True),
+                                 verdict(r.vs_deep_mean, r.vs_deep_ci), refs, pm(best, None), int(r.n)])
+            base = baseline_row(inp, task, accuracy_at=3, width=len(headers), n_at=8, label_at=1, task_at=0)
+            if base:
+                rows.append(base)
         parts += [f"## committee: soft committee of K BERT-1 models vs {inp.preset.deep.name} (both pre-trained on "
-                  f"{inp.preset.main_size} articles)",
-                  md_table(["task", "committee", "K", "accuracy", "minus deep", "deep", "best single member", "n"],
-                           rows)]
+                  f"{inp.preset.main_size} articles)", md_table(headers, rows)]
     if latency:
         rows = [[r["model"], r["mode"], r["members"], r["batch"], f"{r['median_ms']:.2f}", f"{r['params_m']:.2f}",
                  f"{r['gmacs_per_seq']:.4f}", r["depth"]] for r in latency]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..presets import ModelSpec, Preset, TaskSpec
+from ..stats import mean_ci
 from ..units import Workspace, finetune_spec, pretrain_spec, spec_hash
 
 
@@ -36,6 +37,25 @@ class GridRow:
     def ft_hash(self) -> str:
         return spec_hash(self.ft)
 
+    @property
+    def lr(self) -> float | None:
+        """The unit's fine-tuning lr (None for the baseline, which has none)."""
+        return self.ft.get("finetune", {}).get("lr")
+
+    @property
+    def arm(self) -> tuple:
+        """The arm whose units share one lr, chosen on validation (lr_select.py): study, model, pre-training
+        condition, task, committee role; pooled over fine-tuning and pre-training seeds."""
+        return arm_key(self.study, self.model.name, self.pretrain is not None, self.articles, self.corpus,
+                       self.task.name, self.committee)
+
+
+def arm_key(study, model, pretrained, articles, corpus, task, committee) -> tuple:
+    """The one definition of an lr-selection arm, for grid rows (GridRow.arm) and results.csv rows alike."""
+    articles = 0 if articles is None or articles != articles else int(articles)  # None or NaN: no pre-training
+    return (str(study), str(model), bool(pretrained), articles, str(corpus), str(task),
+            committee if isinstance(committee, str) else "")
+
 
 @dataclass(frozen=True)
 class Intervention:
@@ -58,34 +78,67 @@ def deep_size_rows(study: "Study", p, ws: Workspace, sizes, interventions=(AS_PR
     for name in p.size_tasks:
         task = p.task(name)
         for seed in p.seeds:
-            rows.append(make_row(ws, study.name, p.deep, task, seed))
+            rows += make_rows(ws, study.name, p.deep, task, seed)
             for n in sizes:
                 for iv in interventions:
-                    rows.append(make_row(ws, study.name, p.deep, task, seed, articles=n, intervention=iv))
+                    rows += make_rows(ws, study.name, p.deep, task, seed, articles=n, intervention=iv)
     return rows
 
 
 def make_row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
              corpus: str = "nested", pretrain_seed: int = 0, member: int = 0, committee: str = "",
-             intervention: Intervention = AS_PRETRAINED) -> GridRow:
-    """One grid row: scratch when articles == 0, else pre-trained on `articles` of `corpus`."""
+             intervention: Intervention = AS_PRETRAINED, lr: float | None = None) -> GridRow:
+    """One grid row: scratch when articles == 0, else pre-trained on `articles` of `corpus`; fine-tuned at `lr`
+    (None: the recipe's)."""
     pre = None
     if articles:
         pre = pretrain_spec(ws, model, ws.corpus_spec(corpus, articles), pretrain_seed)
-    ft = finetune_spec(ws, model, pre, task, seed, member, **dict(intervention.finetune_args))
+    ft = finetune_spec(ws, model, pre, task, seed, member, lr=lr, **dict(intervention.finetune_args))
     label = intervention.label(corpus) if articles else "none"
     return GridRow(study, model, task, seed, pre, ft, articles, label,
                    pretrain_seed if articles else None, committee, member if committee else None)
 
 
+def make_rows(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
+              pretrain_seeds: tuple | None = None, **kw) -> list[GridRow]:
+    """`make_row` at every lr of the preset's grid (preset.lrs) and, when pre-trained, for every pre-training
+    seed (`pretrain_seeds`, default the preset's): fine-tuning seed `seed` is paired with each of them."""
+    p = ws.preset
+    seeds = (p.pretrain_seeds if pretrain_seeds is None else pretrain_seeds) if articles else (0,)
+    return [make_row(ws, study, model, task, seed, articles=articles, pretrain_seed=s, lr=lr, **kw)
+            for s in seeds for lr in p.lrs]
+
+
 @dataclass(frozen=True)
 class TableInput:
-    """What a study's table section may read: its own summary rows, the whole summary, the latency rows."""
+    """What a study's table section may read: its own summary rows, the whole summary, the latency rows, and
+    results.csv's rows (for contrasts between arms, `paired_contrast`)."""
     preset: Preset
     ws: Workspace
     rows: object                   # summary.csv rows of this study (a DataFrame, maybe empty)
     summary: object                # the whole summary DataFrame
     latency: list
+    results: object = None         # results.csv rows (a DataFrame), None when not given
+
+
+def paired_contrast(inp: TableInput, study: str, task: str, arm_b: dict, arm_a: dict) -> tuple[float, float, int]:
+    """Accuracy of arm b minus arm a of `study` on `task` (each arm given by column values of results.csv, e.g.
+    {"corpus": "high"}), paired by fine-tuning seed: per seed, each arm's finished units at its chosen lr
+    averaged over its pre-training seeds; then (mean, 95% half-width, n) over the seeds both arms have."""
+    df = inp.results
+    if df is None or not len(df):
+        return mean_ci([])
+    d = df[(df["status"] == "ok") & df["lr_chosen"].astype(bool) & df["committee_k"].isna()
+           & (df["study"] == study) & (df["task"] == task)]
+
+    def per_seed(arm: dict):
+        m = d
+        for col, value in arm.items():
+            m = m[m[col] == value]
+        return m.groupby("seed")["accuracy"].mean()
+
+    b, a = per_seed(arm_b), per_seed(arm_a)
+    return mean_ci([b[s] - a[s] for s in sorted(set(b.index) & set(a.index))])
 
 
 @dataclass(frozen=True)

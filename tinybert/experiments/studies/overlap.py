@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..md import md_table, pm
+from ..md import ci, ci_of, md_table, pm, pseed_cell
+from ..stats import verdict
 from ..units import format_exception
-from .core import Study, TableInput, make_row, register
+from .baseline import baseline_row
+from .core import Study, TableInput, make_rows, paired_contrast, register
 
 
 def grid(study: Study, p, ws) -> list:
     rows = []
     task = p.task(p.overlap.task)
     for seed in p.seeds:
-        rows.append(make_row(ws, study.name, p.deep, task, seed))
+        rows += make_rows(ws, study.name, p.deep, task, seed)
         for arm in p.overlap.arms:
-            rows.append(make_row(ws, study.name, p.deep, task, seed, articles=p.overlap.size, corpus=arm))
+            rows += make_rows(ws, study.name, p.deep, task, seed, articles=p.overlap.size, corpus=arm)
     return rows
 
 
@@ -48,12 +50,29 @@ def table(inp: TableInput) -> list[str]:
     parts = []
     t, o = inp.rows, inp.preset.overlap
     if len(t):
+        headers = ["task", "corpus", "articles", "token overlap", "type overlap", "accuracy", "gap", "verdict",
+                   "pre-seed b−a", "n"]
         rows = [[r.task, r.corpus, r.pretrain_articles, pm(r.overlap_tokens_mean, None), pm(r.overlap_types_mean, None),
-                 pm(r.accuracy_mean, r.accuracy_std), pm(r.gap_mean, r.gap_std) if r.pretrained else "0", int(r.n)]
+                 ci_of(r, "accuracy"), ci_of(r, "gap", signed=True) if r.pretrained else "0",
+                 verdict(r.gap_mean, r.gap_ci) if r.pretrained else "", pseed_cell(r), int(r.n)]
                 for r in t.itertuples()]
+        base = baseline_row(inp, o.task, accuracy_at=5, width=len(headers), n_at=9, label_at=1, task_at=0)
+        if base:
+            rows.append(base)
         parts += [f"## overlap: controlled pre-training sets ({o.size} articles from a pool of {o.pool}) for {o.task}",
-                  md_table(["task", "corpus", "articles", "token overlap", "type overlap", "accuracy", "gap", "n"],
-                           rows)]
+                  md_table(headers, rows)]
+        arms = {r.corpus: r for r in t.itertuples() if r.pretrained}
+        effects = []
+        for b, a in (("high", "low"), ("high", "random"), ("random", "low")):
+            if a in arms and b in arms:
+                mean, half, n = paired_contrast(inp, "overlap", o.task, {"corpus": b}, {"corpus": a})
+                effects.append([o.task, f"{b} − {a}", ci(mean, half, signed=True), verdict(mean, half),
+                                pseed_cell(arms[b]), pseed_cell(arms[a]), n])
+        if effects:
+            parts += ["## overlap effect: accuracy of one controlled set minus another, paired by fine-tuning seed, "
+                      "beside each set's pre-training-seed difference",
+                      md_table(["task", "sets", "difference", "verdict", "pre-seed b−a (first set)",
+                                "pre-seed b−a (second set)", "n"], effects)]
     ov_path = inp.ws.out / "overlap.csv"
     if ov_path.is_file():  # written by after_run even when no overlap unit has finished
         ov = pd.read_csv(ov_path)

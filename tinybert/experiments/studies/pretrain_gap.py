@@ -3,8 +3,10 @@ pre-trained on `main_size` articles, on every task and seed."""
 
 from __future__ import annotations
 
-from ..md import md_table, pm
-from .core import Study, TableInput, make_row, register
+from ..md import ci_of, md_table, pseed_cell
+from ..stats import verdict
+from .baseline import baseline_row
+from .core import Study, TableInput, make_rows, register
 
 
 def grid(study: Study, p, ws) -> list:
@@ -12,8 +14,8 @@ def grid(study: Study, p, ws) -> list:
     for model in (p.deep, p.shallow[0]):
         for task in p.tasks:
             for seed in p.seeds:
-                rows.append(make_row(ws, study.name, model, task, seed))
-                rows.append(make_row(ws, study.name, model, task, seed, articles=p.main_size))
+                rows += make_rows(ws, study.name, model, task, seed)
+                rows += make_rows(ws, study.name, model, task, seed, articles=p.main_size)
     return rows
 
 
@@ -22,14 +24,22 @@ def table(inp: TableInput) -> list[str]:
     if not len(t):
         return []
     rows = []
-    for (model, task), g in t.groupby(["model", "task"], sort=False):
-        sc, pr = g[g["pretrained"] == False], g[g["pretrained"] == True]  # noqa: E712
-        rows.append([model, task, pm(*sc[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(sc) else "",
-                     pm(*pr[["accuracy_mean", "accuracy_std"]].iloc[0]) if len(pr) else "",
-                     pm(*pr[["gap_mean", "gap_std"]].iloc[0]) if len(pr) else "",
-                     int(pr["gap_positive"].iloc[0]) if len(pr) else "", int(g["n"].min())])
+    headers = ["model", "task", "from scratch", "pre-trained", "gap", "verdict", "seeds with gap > 0",
+               "pre-seed b−a", "n"]
+    for task, gt in t.groupby("task", sort=False):
+        for model, g in gt.groupby("model", sort=False):
+            sc, pr = g[g["pretrained"] == False], g[g["pretrained"] == True]  # noqa: E712
+            p = pr.iloc[0] if len(pr) else None
+            rows.append([model, task, ci_of(sc.iloc[0], "accuracy") if len(sc) else "",
+                         ci_of(p, "accuracy") if p is not None else "",
+                         ci_of(p, "gap", signed=True) if p is not None else "",
+                         verdict(p["gap_mean"], p["gap_ci"]) if p is not None else "",
+                         int(p["gap_positive"]) if p is not None else "", pseed_cell(p), int(g["n"].min())])
+        base = baseline_row(inp, task, accuracy_at=2, width=len(headers), n_at=8, task_at=1)
+        if base:
+            rows.append(base)
     return [f"## pretrain_gap: with and without pre-training on {inp.preset.main_size} articles",
-            md_table(["model", "task", "from scratch", "pre-trained", "gap", "seeds with gap > 0", "n"], rows)]
+            md_table(headers, rows)]
 
 
 STUDY = register(Study("pretrain_gap", grid, table, "plots.make_figures:fig_pretrain_gap",

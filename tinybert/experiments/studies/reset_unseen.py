@@ -7,7 +7,9 @@ blocks are, the second arm does. The interventions themselves run in units.py (f
 
 from __future__ import annotations
 
-from ..md import md_table, pm
+from ..md import ci_of, md_table, pseed_cell
+from ..stats import verdict
+from .baseline import baseline_row
 from .core import AS_PRETRAINED, Intervention, Study, TableInput, deep_size_rows, register
 
 INTERVENTIONS = (AS_PRETRAINED, Intervention("reset", (("reset_unseen", True),)),
@@ -22,15 +24,23 @@ def table(inp: TableInput) -> list[str]:
     t = inp.rows
     if not len(t):
         return []
-    rows = [[r.task, r.pretrain_articles, r.corpus, pm(r.accuracy_mean, r.accuracy_std),
-             pm(r.gap_mean, r.gap_std) if r.pretrained else "0", pm(r.vs_as_pretrained_mean, r.vs_as_pretrained_std),
-             r.vs_as_pretrained_positive if r.corpus.startswith("nested-") else "", int(r.n)]
-            for r in t.sort_values(["task", "pretrain_articles", "corpus"]).itertuples()]
+    headers = ["task", "articles", "corpus", "accuracy", "gap", "minus as pre-trained (paired)", "verdict",
+               "seeds better than as pre-trained", "pre-seed b−a", "n"]
+    rows = []
+    for task, g in t.groupby("task", sort=True):
+        for r in g.sort_values(["pretrain_articles", "corpus"]).itertuples():
+            arm = r.corpus.startswith("nested-")
+            rows.append([r.task, r.pretrain_articles, r.corpus, ci_of(r, "accuracy"),
+                         ci_of(r, "gap", signed=True) if r.pretrained else "0",
+                         ci_of(r, "vs_as_pretrained", signed=True),
+                         verdict(r.vs_as_pretrained_mean, r.vs_as_pretrained_ci) if arm else "",
+                         r.vs_as_pretrained_positive if arm else "", pseed_cell(r), int(r.n)])
+        base = baseline_row(inp, task, accuracy_at=3, width=len(headers), n_at=9, label_at=2, task_at=0)
+        if base:
+            rows.append(base)
     return [f"## reset_unseen: {inp.preset.deep.name} as pre-trained (nested), with the embedding rows of "
             f"never-seen tokens re-drawn (nested-reset), or with its transformer blocks re-initialised "
-            f"(nested-blocks)",
-            md_table(["task", "articles", "corpus", "accuracy", "gap", "minus as pre-trained (paired)",
-                      "seeds better than as pre-trained", "n"], rows)]
+            f"(nested-blocks)", md_table(headers, rows)]
 
 
 STUDY = register(Study("reset_unseen", grid, table, "plots.make_figures:fig_reset_unseen", INTERVENTIONS,

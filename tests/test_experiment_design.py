@@ -1,0 +1,121 @@
+"""The experiment design's pieces without a run: the lr choice per arm (lr_select.py) on fake results, the preset
+fields (lr grid, pre-training seeds, trained vocabulary) and their checks, the grid they expand to."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tinybert.experiments import get_preset
+from tinybert.experiments.lr_select import choose_lrs, chosen_grid, lr_chosen_column
+
+
+def _rows(spec):
+    """results.csv-like rows: (model, pretrained, lr, seed, best_val, status)."""
+    return pd.DataFrame([{"study": "s", "model": m, "pretrained": p, "pretrain_articles": 100 if p else 0,
+                          "corpus": "nested" if p else "none", "task": "agnews", "committee": "", "lr": lr,
+                          "seed": seed, "best_val_accuracy": v, "status": st, "committee_k": None}
+                         for m, p, lr, seed, v, st in spec])
+
+
+def test_the_lr_with_the_best_mean_validation_accuracy_wins_per_arm():
+    df = _rows([("a", False, 1e-3, 0, 0.5, "ok"), ("a", False, 1e-3, 1, 0.7, "ok"),   # mean 0.6
+                ("a", False, 3e-3, 0, 0.9, "ok"), ("a", False, 3e-3, 1, 0.2, "ok"),   # mean 0.55
+                ("a", True, 1e-3, 0, 0.4, "ok"), ("a", True, 3e-3, 0, 0.8, "ok"),     # the other arm: 3e-3
+                ("a", True, 3e-3, 1, None, "failed"),                                  # failed units do not count
+                ("b", False, 1e-3, 0, 0.5, "ok"), ("b", False, 3e-3, 0, 0.5, "ok"),   # a tie: the smaller lr
+                ("c", False, 1e-3, 0, None, "failed")])                                # no choice yet
+    chosen, table = choose_lrs(df)
+    arms = {k[1:3]: v for k, v in chosen.items()}
+    assert arms == {("a", False): 1e-3, ("a", True): 3e-3, ("b", False): 1e-3}
+    assert lr_chosen_column(df, chosen) == [True, True, False, False, False, True, True, True, False, False]
+    row = table[(table["model"] == "a") & ~table["pretrained"] & (table["lr"] == 3e-3)].iloc[0]
+    assert row["val_accuracy_mean"] == pytest.approx(0.55) and row["n"] == 2 and not row["chosen"]
+    assert table[table["model"] == "c"]["chosen"].sum() == 0 and math.isnan(table[table["model"] == "c"]
+                                                                            ["val_accuracy_mean"].iloc[0])
+    assert bool(table[(table["model"] == "a") & table["chosen"]]["at_grid_edge"].iloc[0])  # 2 lrs: always an edge
+
+
+def test_rows_without_an_lr_are_always_kept():
+    df = _rows([("a", False, 1e-3, 0, 0.5, "ok")])
+    df.loc[1] = {**df.loc[0].to_dict(), "model": "bag-of-words", "lr": np.nan}
+    chosen, _ = choose_lrs(df)
+    assert lr_chosen_column(df, chosen) == [True, True]
+
+
+def test_preset_defaults_keep_the_old_units_and_the_checks_catch_bad_values():
+    cpu = get_preset("cpu")
+    assert cpu.lrs == (cpu.finetune["lr"],) and cpu.pretrain_seeds == (0,) and cpu.trained_vocab_size is None
+    smoke = get_preset("smoke")
+    assert len(smoke.lrs) == 2 and len(smoke.pretrain_seeds) == 2
+    assert get_preset("smoke", vocab="train:500").trained_vocab_size == 500
+    for bad in ({"finetune_lrs": (1e-3, 1e-3)}, {"finetune_lrs": (0.0,)}, {"finetune_lrs": (float("nan"),)},
+                {"pretrain_seeds": ()}, {"pretrain_seeds": (1, 1)}, {"vocab": "train:abc"}, {"vocab": "train:3"}):
+        with pytest.raises(ValueError, match="preset smoke"):
+            get_preset("smoke", **bad)
+
+
+def test_the_grid_pairs_every_pretraining_seed_with_every_finetuning_seed_and_lr(tmp_path):
+    """make_rows: a scratch row per lr; a pre-trained row per pre-training seed and lr; a unit at the recipe's lr
+    keeps the hash it had before the grid (its spec is unchanged); the committee keeps its own seeds."""
+    from tinybert.experiments.studies import build_grid, make_row
+    from tinybert.experiments.units import Workspace
+
+    preset = get_preset("smoke")
+    (tmp_path / "wiki.txt").write_text("an article\n")  # specs name the source; the grid reads no article
+    ws = Workspace(preset, tmp_path / "out", sources=[tmp_path / "wiki.txt"], cache_dir=tmp_path / "cache")
+    rows = [r for r in build_grid(preset, ws, ["pretrain_gap"]) if r.model.name == "bert6" and r.task.name == "agnews"
+            and r.seed == 0]
+    assert sorted((-1 if r.pretrain_seed is None else r.pretrain_seed, r.lr) for r in rows) == sorted(
+        [(-1, lr) for lr in preset.lrs] + [(s, lr) for s in preset.pretrain_seeds for lr in preset.lrs])
+    assert len({r.ft_hash for r in rows}) == len(rows) and len({r.arm for r in rows}) == 2
+    old = make_row(ws, "x", preset.deep, preset.tasks[0], 0, articles=200)  # no lr given: the recipe's
+    same = make_row(ws, "x", preset.deep, preset.tasks[0], 0, articles=200, lr=preset.finetune["lr"])
+    assert old.ft == same.ft and "lr" in old.ft["finetune"]
+    com = build_grid(preset, ws, ["committee"])
+    assert {r.pretrain_seed for r in com if r.committee == "seeds"} == set(range(preset.committee_seeds))
+    assert {r.pretrain_seed for r in com if r.committee != "seeds"} == {0}
+    base = build_grid(preset, ws, ["baseline"])
+    assert len(base) == len(preset.tasks) * len(preset.seeds) and all(r.lr is None for r in base)
+    assert chosen_grid(rows, {}, preset.lrs[0]) == [r for r in rows if r.lr == preset.lrs[0]]
+
+
+def test_a_trained_vocab_is_learned_on_the_pool_cached_and_used(tmp_path):
+    from tinybert.experiments.units import Workspace
+
+    words = ["alpha", "beta", "gamma", "delta", "omega", "kappa", "sigma", "theta"]
+    rng = np.random.default_rng(0)
+    src = tmp_path / "wiki.txt"
+    src.write_text("\n".join(" ".join(rng.choice(words, size=20)) for _ in range(400)) + "\n")
+    preset = replace(get_preset("smoke"), vocab="train:60")
+    ws = Workspace(preset, tmp_path / "out", sources=[src], cache_dir=tmp_path / "cache")
+    assert ws.tokenizer.vocab_size <= 60 and "alpha" in ws.tokenizer.vocab
+    assert ws.vocab_path.parent == tmp_path / "cache" and ws.vocab_path.is_file()
+    assert "wordpiece-60" in ws.vocab_label
+    again = Workspace(preset, tmp_path / "out", sources=[src], cache_dir=tmp_path / "cache")  # from the cache
+    assert again.vocab_path == ws.vocab_path and again.tokenizer.vocab_hash == ws.tokenizer.vocab_hash
+    rows = ws.corpus_rows(ws.corpus_spec("nested", 100))
+    assert rows.max() < ws.tokenizer.vocab_size  # the pool is tokenized with the trained vocabulary
+    counts = ws.corpus_counts(ws.corpus_spec("nested", 100))
+    assert len(counts) == ws.tokenizer.vocab_size  # and the overlap measures follow it
+
+
+def test_paired_contrast_pairs_by_finetuning_seed_and_averages_over_pretraining_seeds():
+    from tinybert.experiments.stats import mean_ci
+    from tinybert.experiments.studies.core import TableInput, paired_contrast
+
+    acc = {("high", 0): (0.60, 0.70), ("high", 1): (0.50, 0.52), ("high", 2): (0.80, 0.60),
+           ("low", 0): (0.40, 0.50), ("low", 1): (0.45, 0.45), ("low", 2): (0.55, 0.65)}
+    rows = [{"study": "overlap", "task": "agnews", "corpus": arm, "seed": seed, "pretrain_seed": p, "accuracy": a,
+             "status": "ok", "lr_chosen": True, "committee_k": np.nan}
+            for (arm, seed), pair in acc.items() for p, a in enumerate(pair)]
+    rows += [{**rows[0], "accuracy": 0.0, "lr_chosen": False},          # another lr: not the arm's choice
+             {**rows[1], "accuracy": 0.0, "status": "failed"},           # a failed unit
+             {**rows[2], "seed": 3}]                                    # a seed the other arm lacks
+    inp = TableInput(None, None, None, None, [], pd.DataFrame(rows))
+    diffs = [np.mean(acc[("high", s)]) - np.mean(acc[("low", s)]) for s in (0, 1, 2)]  # 0.2, 0.06, 0.1
+    assert paired_contrast(inp, "overlap", "agnews", {"corpus": "high"}, {"corpus": "low"}) == pytest.approx(
+        mean_ci(diffs))
+    assert paired_contrast(TableInput(None, None, None, None, []), "overlap", "agnews", {}, {})[2] == 0
