@@ -321,7 +321,7 @@ class ForwardBackward:
         """weight: the DDP loss weight W * n_r / N (None with one rank); returns the model output."""
         if not self.compiled:
             return self._run(masked, attn, targets, weight)
-        mark_widths_dynamic(masked, attn, targets)
+        masked, attn, targets = dynamic_widths(masked, attn, targets)
         rng = rank_rng_state(self.device)
         buffers = [t.clone() for t in self.eager_net.buffers()]  # BatchNorm statistics: a few tiny copies
         try:
@@ -343,12 +343,17 @@ class ForwardBackward:
         return out
 
 
-def mark_widths_dynamic(masked, attn, targets: MLMTargets) -> None:
-    """Tell torch.compile that the token width (dim 1 of ids and mask) and the target slots (dim 1 of the
-    targets) vary from batch to batch: one graph for all of them instead of a recompile per new width."""
+def dynamic_widths(masked, attn, targets: MLMTargets):
+    """The inputs of a compiled step, contiguous (a batch's mask is a slice of a wider array: its strides would be
+    guarded on too), with their widths marked dynamic: the token width (dim 1 of ids and mask) and the target
+    slots (dim 1 of the targets) vary from batch to batch, and one graph serves them all instead of a recompile
+    per new width."""
+    masked, attn = masked.contiguous(), None if attn is None else attn.contiguous()
+    targets = MLMTargets(targets.positions.contiguous(), targets.labels.contiguous())
     for t in (masked, attn, targets.positions, targets.labels):
         if t is not None and t.size(1) > 1:  # sizes 0 and 1 are always specialised by dynamo
             torch._dynamo.mark_dynamic(t, 1)
+    return masked, attn, targets
 
 
 class MetricsLog:
