@@ -220,7 +220,8 @@ class BertEncoder(nn.Module):
         positions and the result is (B, M, H) instead of (B, T, H) (the sparse MLM path)."""
         key_padding_mask = None if attention_mask is None else attention_mask.bool()
         if positions is not None and (positions.dim() != 2 or positions.size(0) != input_ids.size(0)):
-            raise ValueError(f"positions must be (B, M) with B = {input_ids.size(0)} rows, got {tuple(positions.shape)}")
+            raise ValueError(f"positions must be (B, M) with B = {input_ids.size(0)} rows, "
+                             f"got {tuple(positions.shape)}")
         x = self.embeddings(input_ids, token_type_ids)
         if self.conv is not None:
             x = self.conv(x, key_padding_mask)

@@ -438,7 +438,7 @@ class RunOptions:
     """Where and how one pre-training run executes. None of it changes what is learned (resume continues the run
     in out_dir exactly). Several ranks: world_size > 1, a process group started and `ddp_model` =
     DistributedDataParallel(model), see "Data parallel" in the module docstring. compile: False, True (inductor)
-    or a torch.compile backend name, with an eager fallback. on_log(dict): called on every rank at each log point
+    or a torch.compile backend (name or callable), with an eager fallback at any step. on_log(dict): called on every rank at each log point
     with {'epoch', 'step', 'train_loss', 'lr'} (the global-batch loss over the log interval). prefetch_batches:
     build, mask and pin the next batches in a background thread (default: on CUDA only). checkpoint_extra: more
     entries for every checkpoint (train.py: the data provenance and the command line)."""
