@@ -1,10 +1,13 @@
-"""--compile: torch.compile where it works, a one-line warning and eager training where it does not.
+"""--compile: torch.compile where it works, a one-line warning and eager training where it does not, at whichever
+step it fails (the failed step reruns eagerly from the same RNG state and BatchNorm statistics). One graph serves
+batches of every width and number of target slots: a counting backend sees exactly one.
 
 Checkpoints always hold the unwrapped model's keys. The success path runs with the 'eager' dynamo backend
 (traces the model with dynamo, no code generation): it takes seconds. Inductor itself took ~1.5 min for this
 tiny model on 2 CPU cores (it passes), so its test only runs with TINYBERT_TEST_INDUCTOR=1.
 """
 
+import dataclasses
 import json
 import os
 
@@ -16,7 +19,10 @@ import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
-from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
+from tinybert.masking import mlm_targets
+from tinybert.model import IGNORE_INDEX
+from tinybert.optim import Optimisation
+from tinybert.pretrain import ForwardBackward, MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(20)]
@@ -32,11 +38,11 @@ def corpus(rows=24, width=12, seed=0):
     return out
 
 
-def run(out, compile=False, dropout=0.1):
+def run(out, compile=False, dropout=0.1, cfg=CFG, conv=0):
     torch.manual_seed(0)
     model = BertForMaskedLM(make_model_config("tiny", vocab_size=len(VOCAB), max_position=12, dropout=dropout,
-                                              attention_dropout=dropout))
-    final = pretrain(model, MLMData(VOCAB, 4, 0, corpus(), corpus(8, seed=1)), CFG,
+                                              attention_dropout=dropout, conv_layers=conv, conv_channels=2))
+    final = pretrain(model, MLMData(VOCAB, 4, 0, corpus(), corpus(8, seed=1)), cfg,
                      RunOptions(out, torch.device("cpu"), Precision("fp32", "test"), show_progress=False,
                                 compile=compile))
     return model, final
@@ -86,6 +92,73 @@ def test_failure_at_first_compiled_step_reruns_it_eagerly(tmp_path, monkeypatch,
     model, _ = run(tmp_path / "lazy", compile=True)
     assert capsys.readouterr().err.count("warning: --compile") == 1
     assert_same_weights(eager, model)
+
+
+def test_failure_at_a_later_step_reruns_it_eagerly_and_stays_eager(tmp_path, monkeypatch, capsys):
+    """A compiled step can fail after the first (a new shape, a recompile, the lazily compiled backward): that
+    step reruns eagerly from its RNG state and BatchNorm statistics (the conv front end), and the run stays eager
+    and equals an eager run."""
+    cfg = dataclasses.replace(CFG, epochs=2, max_steps=5)
+    eager, eager_final = run(tmp_path / "eager", cfg=cfg, conv=1)
+    capsys.readouterr()
+    calls = []
+
+    class FailsAtStep3:
+        def __init__(self, module):
+            self.module = module
+
+        def __call__(self, *args):
+            calls.append(len(calls) + 1)
+            out = self.module(*args)  # a whole forward: dropout draws, BatchNorm statistics updated
+            if len(calls) == 3:
+                raise RuntimeError("InductorError: recompiling for a new shape failed")
+            return out
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: FailsAtStep3(module))
+    model, final = run(tmp_path / "late", compile=True, cfg=cfg, conv=1)
+    assert capsys.readouterr().err.count("warning: --compile") == 1
+    assert calls == [1, 2, 3]  # steps 4 and 5 ran eagerly
+    assert_same_weights(eager, model)  # includes the BatchNorm running statistics
+    assert final == {**eager_final, "tokens_per_s": final["tokens_per_s"], "elapsed_s": final["elapsed_s"]}
+
+
+def counting_backend(graphs):
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward  # run the captured graph as it is (like backend 'eager')
+    return backend
+
+
+def test_one_graph_across_widths_and_target_buckets(tmp_path):
+    """Batches of different token widths and M buckets run the one compiled graph: no recompile, no graph break."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = BertForMaskedLM(make_model_config("tiny", vocab_size=len(VOCAB), max_position=40, dropout=0.0,
+                                              attention_dropout=0.0, conv_layers=1, conv_channels=2))
+    opt = Optimisation.create(model, 1e-3, 0.0, lambda s: 1.0, torch.device("cpu"), Precision("fp32", "t"),
+                              fused=True, grad_clip=1.0)
+    graphs = []
+    step = ForwardBackward(model, counting_backend(graphs), opt, torch.device("cpu"), Precision("fp32", "t"), False)
+    g = torch.Generator().manual_seed(0)
+    for width, predicted in [(16, 3), (24, 12), (12, 9), (32, 20), (40, 2)]:  # M = 8, 16, 16, 24, 8
+        ids = torch.randint(5, len(VOCAB), (4, width), generator=g)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        labels[:, 1:predicted + 1] = ids[:, 1:predicted + 1]
+        attn = torch.arange(width)[None, :] < torch.tensor([width, width - 1, width - 2, predicted + 1])[:, None]
+        out = step(ids, attn, mlm_targets(labels), None)
+        opt.step()
+        assert torch.isfinite(out.loss)
+    assert step.compiled and len(graphs) == 1
+
+
+def test_pretrain_compiles_one_graph(tmp_path, capsys):
+    """The whole run: batches trimmed to different widths, some with padding, some maybe without (the compiled
+    step then keeps the all-true mask: one graph), different M buckets."""
+    torch._dynamo.reset()
+    graphs = []
+    cfg = dataclasses.replace(CFG, epochs=2, max_steps=6)
+    run(tmp_path / "counted", compile=counting_backend(graphs), cfg=cfg)
+    assert "warning: --compile" not in capsys.readouterr().err and len(graphs) == 1
 
 
 def test_compiled_run_matches_eager_and_saves_plain_keys(tmp_path, capsys):

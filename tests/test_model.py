@@ -195,11 +195,11 @@ def test_sparse_mlm_matches_dense(conv):
     labels = mlm_labels(ids, mask)
     sparse = model(ids, mask, labels)
     dense = model.forward_dense(ids, mask, labels)
-    sel = labels != IGNORE_INDEX
-    assert sparse.logits.shape == (int(sel.sum()), V) and sparse.labels.shape == (int(sel.sum()),)
+    sel, used = labels != IGNORE_INDEX, sparse.labels != IGNORE_INDEX  # used: the filled ones of the B x M slots
+    assert sparse.logits.shape == (len(used), V) and int(used.sum()) == int(sel.sum())
     torch.testing.assert_close(sparse.loss, dense.loss)
-    torch.testing.assert_close(sparse.logits, dense.logits[sel])
-    torch.testing.assert_close(sparse.labels, labels[sel])
+    torch.testing.assert_close(sparse.logits[used], dense.logits[sel])
+    torch.testing.assert_close(sparse.labels[used], labels[sel])
     # no labels: dense logits for every position, no loss
     out = model(ids, mask)
     assert out.loss is None and out.logits.shape == (3, 12, V)
@@ -209,7 +209,7 @@ def test_mlm_nothing_masked_gives_zero_loss():
     model = BertForMaskedLM(tiny())
     ids, mask = batch()
     out = model(ids, mask, torch.full_like(ids, IGNORE_INDEX))
-    assert out.loss.item() == 0.0 and out.logits.shape == (0, V)
+    assert out.loss.item() == 0.0 and out.logits.shape == (3 * 8, V)  # 8 slots per row, all unused
     out.loss.backward()  # still has a graph
 
 

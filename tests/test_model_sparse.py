@@ -1,11 +1,13 @@
-"""The restricted last block of BertForMaskedLM.forward (tinybert/model.py): only the masked query rows are computed
-in the last transformer block. It must give the loss, logits and gradients of the dense reference
-(`forward_dense`: full encoder, head on every position) in fp32 with dropout off."""
+"""The restricted last block of BertForMaskedLM.forward (tinybert/model.py): only the (B, M) target slots that
+tinybert.masking.mlm_targets picks on the host are computed in the last transformer block. It must give the loss,
+logits and gradients of the dense reference (`forward_dense`: full encoder, head on every position) in fp32 with
+dropout off, whatever the number of slots (M rounded up to a multiple of 8, or exact, or every position)."""
 
 import pytest
 import torch
 
 from tinybert.config import make_model_config
+from tinybert.masking import mlm_targets
 from tinybert.model import IGNORE_INDEX, BertEncoder, BertForMaskedLM
 
 V = 97
@@ -35,15 +37,17 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("layers,conv,padded", [(1, 0, True), (2, 0, True), (2, 0, False), (1, 2, True)])
-def test_restricted_last_block_matches_dense(layers, conv, padded):
+@pytest.mark.parametrize("layers,conv,padded,multiple", [(1, 0, True, 8), (2, 0, True, 1), (2, 0, False, 8),
+                                                          (1, 2, True, 8), (2, 0, True, 12)])
+def test_restricted_last_block_matches_dense(layers, conv, padded, multiple):
     torch.manual_seed(0)
     model = BertForMaskedLM(cfg(layers=layers, conv_layers=conv, conv_channels=4)).eval()
     ids, mask, labels = data(padded=padded)
     attn = mask if padded else None
     sel = labels != IGNORE_INDEX
+    targets = mlm_targets(labels, multiple)  # multiple 12 = T: every position is a slot
 
-    sparse = model(ids, attn, labels)
+    sparse = model(ids, attn, targets)
     sparse.loss.backward()
     g_sparse = grads(model)
     model.zero_grad(set_to_none=True)
@@ -51,25 +55,36 @@ def test_restricted_last_block_matches_dense(layers, conv, padded):
     dense.loss.backward()
     g_dense = grads(model)
 
+    used = sparse.labels != IGNORE_INDEX
+    assert sparse.logits.shape == (targets.positions.numel(), V) and int(used.sum()) == int(sel.sum())
     torch.testing.assert_close(sparse.loss, dense.loss)
-    torch.testing.assert_close(sparse.logits, dense.logits[sel])
-    torch.testing.assert_close(sparse.labels, labels[sel])
+    torch.testing.assert_close(sparse.logits[used], dense.logits[sel])  # slots are row-major, positions ascending
+    torch.testing.assert_close(sparse.labels[used], labels[sel])
     assert g_sparse.keys() == g_dense.keys()
     for name in g_dense:
         torch.testing.assert_close(g_sparse[name], g_dense[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_encoder_rows_equal_selecting_rows_of_the_full_output():
+def test_dense_labels_are_turned_into_targets():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(cfg(layers=2)).eval()
+    ids, mask, labels = data()
+    a, b = model(ids, mask, labels), model(ids, mask, mlm_targets(labels))
+    assert torch.equal(a.loss, b.loss) and torch.equal(a.labels, b.labels)
+
+
+def test_encoder_positions_equal_picking_rows_of_the_full_output():
     torch.manual_seed(0)
     enc = BertEncoder(cfg(layers=2)).eval()
     ids, mask, labels = data()
-    rows = (labels != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
+    positions = mlm_targets(labels).positions
     with torch.no_grad():
         full = enc(ids, mask)
-        part = enc(ids, mask, rows=rows)
-        empty = enc(ids, mask, rows=rows[:0])
-    torch.testing.assert_close(part, full.reshape(-1, full.size(-1))[rows])
-    assert empty.shape == (0, full.size(-1))
+        part = enc(ids, mask, positions=positions)
+    assert part.shape == (*positions.shape, full.size(-1))
+    torch.testing.assert_close(part, torch.stack([full[b, positions[b]] for b in range(len(ids))]))
+    with pytest.raises(ValueError, match="positions must be"):
+        enc(ids, mask, positions=positions[:2])
 
 
 def test_restricted_path_trains_with_dropout_and_bf16():
@@ -81,5 +96,5 @@ def test_restricted_path_trains_with_dropout_and_bf16():
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask, labels)
         out.loss.backward()
-        assert torch.isfinite(out.loss) and out.logits.shape == (int((labels != IGNORE_INDEX).sum()), V)
+        assert torch.isfinite(out.loss) and out.logits.shape == (mlm_targets(labels).positions.numel(), V)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

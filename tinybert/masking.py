@@ -79,6 +79,13 @@ class MLMTargets(NamedTuple):
     positions: torch.Tensor
     labels: torch.Tensor
 
+    def to(self, device, non_blocking: bool = False) -> "MLMTargets":
+        return MLMTargets(self.positions.to(device, non_blocking=non_blocking),
+                          self.labels.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "MLMTargets":
+        return MLMTargets(self.positions.pin_memory(), self.labels.pin_memory())
+
 
 def mlm_targets(labels: torch.Tensor, multiple: int = 8) -> MLMTargets:
     """labels (..., B, T) with IGNORE_INDEX at positions not predicted (a CPU tensor: this is host-side work)

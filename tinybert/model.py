@@ -5,7 +5,7 @@ attention mask (B, T) come in; the MLM model returns the masked-LM loss, the cla
 The model reads no data and no flags; it is built from a tinybert.config.ModelConfig.
 
     input_ids ─> Embeddings ─> [ConvFrontEnd] ─> Block x layers ─> hidden (B, T, H)     = BertEncoder
-    hidden ─> rows where labels != -100 ─> MLMHead ─> cross-entropy                     = BertForMaskedLM
+    hidden at the (B, M) target positions ─> MLMHead ─> cross-entropy                  = BertForMaskedLM
     hidden[:, 0] ─> pooler (dense + tanh) ─> dropout ─> linear                          = BertForSequenceClassification
 
 It matches Hugging Face's BertForMaskedLM / BertForSequenceClassification (the authors' model,
@@ -14,8 +14,10 @@ weights both ways), with two deliberate fixes to the authors' code: no `padding_
 builders swapped [PAD]/[CLS] and froze the [CLS] row at zero), and a conv front end that does not let padding leak
 into real tokens (docs/paper-recipe.md#where-we-differ-from-the-authors-code). The MLM head runs only on the masked
 positions (for BERT-1 the 30522-way decoder is most of the compute: for bert1-h8, predicting only the 15% masked
-positions cuts a step's FLOPs ~3.4x, tests/test_model.py), and so does the last block after its keys and values;
-`forward_dense` keeps the obviously-correct dense version as a reference.
+positions cuts a step's FLOPs ~3.4x, tests/test_model.py), and so does the last block after its keys and values.
+The host picks those positions (tinybert.masking.mlm_targets: M slots per row, M rounded up to a multiple of 8), so
+the forward has static shapes and never waits on the device (tests/test_sync_free.py); `forward_dense` keeps the
+obviously-correct dense version as a reference.
 """
 
 from __future__ import annotations
@@ -77,24 +79,6 @@ def reference_attention(q, k, v, key_padding_mask=None):
     return scores.softmax(dim=-1) @ v
 
 
-class RowSelection(NamedTuple):
-    """The positions the last block computes (the sparse MLM path of BertForMaskedLM.forward), and how their queries
-    are packed per sequence into (B, M, H), M = the largest count in any sequence (unused slots hold zeros)."""
-    index: torch.Tensor   # (N,) sorted flat indices into B*T
-    packed: torch.Tensor  # (N,) each one's row in the (B*M) packed queries
-    max_per_row: int      # M
-
-
-def select_rows(index, batch_size: int, seq_len: int) -> RowSelection:
-    """index: sorted (ascending, as nonzero gives) flat indices into B*T. Reads M on the host (one sync), so
-    call it before the encoder's work is queued, not in the middle of it."""
-    batch_of = torch.div(index, seq_len, rounding_mode="floor")
-    counts = torch.bincount(batch_of, minlength=batch_size)
-    M = int(counts.max())
-    slot = torch.arange(index.numel(), device=index.device) - (counts.cumsum(0) - counts)[batch_of]
-    return RowSelection(index, batch_of * M + slot, M)
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused QKV projection (rows: all of Q, then K, then V)."""
 
@@ -105,11 +89,11 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(self.hidden, self.hidden)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x, key_padding_mask=None, rows: RowSelection | None = None, x_rows=None):
-        """x: (B, T, H) -> (B, T, H). With `rows` and x_rows, the (N, H) rows of x it selects, only those
-        queries are computed (keys and values still cover every token) -> (N, H)."""
-        if rows is not None:
-            return self._forward_rows(x, key_padding_mask, rows, x_rows)
+    def forward(self, x, key_padding_mask=None, x_rows=None):
+        """x: (B, T, H) -> (B, T, H). With x_rows, (B, M, H) rows of x (the sparse MLM path), only their queries
+        are computed (keys and values still cover every token) -> (B, M, H)."""
+        if x_rows is not None:
+            return self._forward_rows(x, key_padding_mask, x_rows)
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(self.hidden, dim=-1)
         # (B, T, H) -> (B, heads, T, head_size); head i owns rows [i*head_size, (i+1)*head_size), as in HF
@@ -119,21 +103,17 @@ class SelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, self.hidden)
         return self.out(y)
 
-    def _forward_rows(self, x, key_padding_mask, rows, x_rows):
-        # Queries of the selected rows only, packed per sequence into (B, M, H) (zeros in the unused slots,
-        # whose outputs are dropped); K and V over all T tokens.
+    def _forward_rows(self, x, key_padding_mask, x_rows):
+        # Queries of the M selected rows of each sequence only; K and V over all T tokens.
         B, T, H = x.shape
-        M, packed = rows.max_per_row, rows.packed
+        M = x_rows.size(1)
         w, b = self.qkv.weight, self.qkv.bias
-        q = F.linear(x_rows, w[:H], b[:H])  # (N, H)
-        q = x.new_zeros(B * M, H, dtype=q.dtype).index_copy(0, packed, q)
+        q = F.linear(x_rows, w[:H], b[:H]).view(B, M, self.heads, self.head_size).transpose(1, 2)
         k, v = F.linear(x, w[H:], b[H:]).split(H, dim=-1)
-        q = q.view(B, M, self.heads, self.head_size).transpose(1, 2)
         k, v = (t.view(B, T, self.heads, self.head_size).transpose(1, 2) for t in (k, v))
         dropout_p = self.attention_dropout if self.training else 0.0
         y = sdpa_attention(q, k, v, key_padding_mask, dropout_p)  # (B, heads, M, head_size)
-        y = y.transpose(1, 2).reshape(B * M, H)[packed]  # not index_select: its CPU backward is slow
-        return self.out(y)
+        return self.out(y.transpose(1, 2).reshape(B, M, H))
 
 
 class Block(nn.Module):
@@ -148,17 +128,19 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, key_padding_mask=None, rows: RowSelection | None = None):
-        """x: (B, T, H) -> (B, T, H). With `rows` only the selected positions are computed, attending to all
-        tokens, -> (N, H). Everything after attention is per position, so this equals the full block followed
-        by selecting the rows."""
-        if rows is None:
-            residual = x
-        elif rows.max_per_row == 0:  # nothing selected: an empty (0, H) result that still has a graph
-            return x.reshape(-1, x.size(-1))[rows.index]
+    def forward(self, x, key_padding_mask=None, positions=None):
+        """x: (B, T, H) -> (B, T, H). With `positions` (B, M), indices into each row's T tokens, only those
+        positions are computed, attending to all tokens, -> (B, M, H). Everything after attention is per
+        position, so this equals the full block followed by picking those rows."""
+        if positions is None:
+            residual, attended = x, self.attn(x, key_padding_mask)
         else:
-            residual = x.reshape(-1, x.size(-1))[rows.index]  # not index_select: its CPU backward is slow
-        x = self.norm1(residual + self.drop(self.attn(x, key_padding_mask, rows, residual)))
+            B, T, H = x.shape
+            flat = positions + torch.arange(B, device=positions.device)[:, None] * T  # (B, M) into B*T
+            # a gather whose shape comes with the input (M), no host sync; not index_select: slow CPU backward
+            residual = x.reshape(B * T, H)[flat]
+            attended = self.attn(x, key_padding_mask, x_rows=residual)
+        x = self.norm1(residual + self.drop(attended))
         x = self.norm2(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))  # exact (erf) GELU, as BERT
         return x
 
@@ -257,15 +239,16 @@ class BertEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.apply(init_weights)  # so a bare encoder is usable too; the task models re-apply it to their heads
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, rows=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
         """input_ids: (B, T) long. attention_mask: (B, T) bool/int, True/1 = real token, or None when every
         position is real (then SDPA gets no mask and may use the flash kernel; we never inspect the mask's
         values to decide that, which would cost a host sync). token_type_ids: (B, T) or None (= all 0).
-        rows: optional sorted flat indices into B*T: the last block computes only those positions and the
-        result is (N, H) instead of (B, T, H) (the sparse MLM path)."""
+        positions: optional (B, M) long, indices into each row's T tokens: the last block computes only those
+        positions and the result is (B, M, H) instead of (B, T, H) (the sparse MLM path)."""
         key_padding_mask = None if attention_mask is None else attention_mask.bool()
-        if rows is not None:
-            rows = select_rows(rows, *input_ids.shape)  # its host sync before any encoder work is queued
+        if positions is not None and (positions.dim() != 2 or positions.size(0) != input_ids.size(0)):
+            raise ValueError(f"positions must be (B, M) with B = {input_ids.size(0)} rows, "
+                             f"got {tuple(positions.shape)}")
         x = self.embeddings(input_ids, token_type_ids)
         if self.conv is not None:
             x = self.conv(x, key_padding_mask)
@@ -273,7 +256,7 @@ class BertEncoder(nn.Module):
         bias = None if key_padding_mask is None else attention_bias(key_padding_mask, compute_dtype(x))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, bias, rows if i == last else None)
+            x = block(x, bias, positions if i == last else None)
         return x
 
 
@@ -296,8 +279,8 @@ class MLMHead(nn.Module):
 
 class MLMOutput(NamedTuple):
     loss: torch.Tensor | None    # scalar mean cross-entropy over the predicted positions
-    logits: torch.Tensor         # (N, V) for the N selected positions; (B, T, V) when no labels were given
-    labels: torch.Tensor | None  # (N,) targets matching logits' rows
+    logits: torch.Tensor         # (B*M, V) for the B x M target slots; (B, T, V) when no labels were given
+    labels: torch.Tensor | None  # (B*M,) targets matching logits' rows, IGNORE_INDEX in the unused slots
 
 
 class BertForMaskedLM(nn.Module):
@@ -312,25 +295,30 @@ class BertForMaskedLM(nn.Module):
         self.apply(init_weights)
 
     def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
-        """labels: (B, T) long, IGNORE_INDEX (-100) where the position is not predicted.
+        """labels: a tinybert.masking.MLMTargets (the training loop's: (B, M) positions and their labels, built on
+        the host), or (B, T) long dense labels with IGNORE_INDEX (-100) where the position is not predicted (a
+        convenience: turned into MLMTargets here, which reads them on the host, a sync on CUDA).
 
-        Only the N selected positions are computed after the last block's keys and values:
-        its queries, attention output, FFN and norms, then the head: logits (N, V), labels (N,). Finding the
-        positions (nonzero, then their largest count per row) syncs twice with the host, before the encoder.
-        Without labels, logits for every position (B, T, V). `forward_dense` is the reference.
+        Only the B x M target slots are computed after the last block's keys and values: its queries, attention
+        output, FFN and norms, then the head: logits (B*M, V), labels (B*M,), unused slots ignored by the loss.
+        With MLMTargets nothing here depends on the data's values: no `nonzero`, no `.item()`, no shape that
+        the device must report (tests/test_sync_free.py). Without labels, logits for every position (B, T, V).
+        `forward_dense` is the reference.
         """
         if labels is None:
             return MLMOutput(None, self.mlm_head(self.bert(input_ids, attention_mask, token_type_ids)), None)
-        flat_labels = labels.reshape(-1)
-        idx = flat_labels.ne(IGNORE_INDEX).nonzero().squeeze(1)
-        targets = flat_labels.index_select(0, idx)
-        logits = self.mlm_head(self.bert(input_ids, attention_mask, token_type_ids, rows=idx))
-        # sum / max(N, 1) rather than mean: a batch with nothing masked gives loss 0 (with a graph), not NaN
-        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(idx.numel(), 1)
-        return MLMOutput(loss, logits, targets)
+        targets = dense_to_targets(labels) if isinstance(labels, torch.Tensor) else labels
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, positions=targets.positions)  # (B, M, H)
+        logits = self.mlm_head(hidden).flatten(0, 1)
+        flat_labels = targets.labels.reshape(-1)
+        # sum / count with the count on the device (clamped: nothing to predict gives loss 0 with a graph, not NaN)
+        count = flat_labels.ne(IGNORE_INDEX).sum().clamp(min=1)
+        loss = F.cross_entropy(logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum") / count
+        return MLMOutput(loss, logits, flat_labels)
 
     def forward_dense(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
-        """Reference: the head on every position (as HF does), CE with ignore_index. logits (B, T, V)."""
+        """Reference: the head on every position (as HF does), CE with ignore_index. logits (B, T, V);
+        labels (B, T) dense."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
         logits = self.mlm_head(hidden)
         loss = None
@@ -338,6 +326,12 @@ class BertForMaskedLM(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), labels.reshape(-1),
                                    ignore_index=IGNORE_INDEX)
         return MLMOutput(loss, logits, labels)
+
+
+def dense_to_targets(labels: torch.Tensor):
+    """(B, T) dense labels on any device -> MLMTargets on that device (mlm_targets runs on the host copy)."""
+    from tinybert.masking import mlm_targets  # imported here: masking imports IGNORE_INDEX from this module
+    return mlm_targets(labels.cpu()).to(labels.device)
 
 
 class LoadReport(NamedTuple):

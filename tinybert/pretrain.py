@@ -11,8 +11,9 @@ The loop keeps the GPU busy: the loss is accumulated on the device and read (one
 `log_every` steps, for the progress display and the NaN check. Every checkpoint write first checks the
 parameters for NaN/inf (TrainingState.check_finite), so a diverged state never replaces the last good
 checkpoint. On CUDA a background thread builds, masks and pins the next batches (data.prefetch) and they go to
-the device with non_blocking copies. (model.py's sparse
-MLM path finds the masked positions with `nonzero` on the device: one more sync per forward.)
+the device with non_blocking copies. The masked positions the sparse MLM head predicts are gathered on the
+host too (masking.mlm_targets, M slots per row rounded up to a multiple of 8), so a step has static shapes
+and no host sync of its own (tests/test_sync_free.py).
 
 Data parallel (train.py under torchrun; tinybert/distributed.py). The global batch is --batch-size rows for
 any number of ranks W; each rank computes a contiguous shard of B/W rows (data.py). What makes W ranks compute
@@ -25,7 +26,8 @@ the same step as one process:
     loss_r * W * n_r / N: DDP's average is then sum_r (n_r / N) * grad(mean_r) = grad(sum of token losses / N),
     the one-process gradient. n_r and N are counted on the CPU from the labels (every rank has the global
     labels), so this costs no collective and no host sync. A shard with nothing to predict (n_r = 0, e.g. rows
-    of empty articles) predicts one position with weight 0, so DDP still gets a gradient for every parameter;
+    of empty articles) still runs its M target slots (all unused) with weight 0, so DDP still gets a (zero)
+    gradient for every parameter;
   * the displayed train loss is sum_r loss_r * n_r / N, all-reduced once per log interval (the one sync);
     evaluation is sharded the same way and its sums all-reduced: every rank gets the one-process numbers;
   * BatchNorm (conv front end): train.py converts it to SyncBatchNorm on GPUs, so batch statistics span the
@@ -59,6 +61,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -66,7 +69,7 @@ from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
 from .data import TokenBatches, prefetch
 from .distributed import (all_gather_objects, all_reduce_sum, dropout_seed, rank_rng_state,
                           set_rank_rng_state)
-from .masking import MLMMasker
+from .masking import MLMMasker, MLMTargets, mlm_targets
 from .model import IGNORE_INDEX
 from .optim import SCHEDULES, Optimisation, pretrain_lr_multiplier
 from .plan import time_training_step
@@ -112,9 +115,10 @@ def estimate_step_seconds(model, batch_size: int, seq_len: int, device, precisio
     the RNG streams that make runs reproducible are untouched.
     """
     def make_loss(probe):
-        ids = torch.randint(5, probe.config.vocab_size, (batch_size, seq_len), device=device)
-        labels = torch.where(torch.rand(ids.shape, device=device) < mlm_prob, ids, torch.full_like(ids, IGNORE_INDEX))
-        return lambda: probe(ids, None, labels).loss
+        ids = torch.randint(5, probe.config.vocab_size, (batch_size, seq_len))
+        targets = mlm_targets(torch.where(torch.rand(ids.shape) < mlm_prob, ids, IGNORE_INDEX)).to(device)
+        ids = ids.to(device)
+        return lambda: probe(ids, None, targets).loss
 
     return time_training_step(model, device, precision, make_loss, repeats=repeats)
 
@@ -137,11 +141,13 @@ def evaluate_mlm(model, batches: TokenBatches, masker: MLMMasker, device, precis
         masked, attn, labels = batches.shard(masked, attn, labels)
         if batches.world_size > 1 and not bool((labels != IGNORE_INDEX).any()):
             continue  # an empty shard of a short last batch, or nothing to predict in it
+        n = int((labels != IGNORE_INDEX).sum())  # counted on the host
+        targets = mlm_targets(labels)
+        targets = MLMTargets(to_device(targets.positions, device), to_device(targets.labels, device))
         with precision.autocast(device):
-            out = model(to_device(masked, device), to_device(attn, device), to_device(labels, device))
-        n = out.labels.numel()
+            out = model(to_device(masked, device), to_device(attn, device), targets)
         loss_sum += out.loss.float() * n
-        correct += (out.logits.argmax(-1) == out.labels).sum()
+        correct += (out.logits.argmax(-1) == out.labels).sum()  # an argmax is never IGNORE_INDEX: unused slots
         count += n
     model.train(was_training)
     if batches.world_size > 1:
@@ -280,11 +286,15 @@ class TrainingState:
                       f"(not bit-exact with an uninterrupted run when dropout > 0)")
 
 
-def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int, start_batch: int, pin: bool):
-    """This rank's inputs of each step of `epoch` from `start_batch` on: (b, masked, attn, labels, tokens,
-    share), CPU tensors (pinned when `pin`), pure functions of (seed, epoch, b). tokens: the global batch's
-    non-padding tokens (for tokens/s); share: n_rank / n_global, this rank's share of the global batch's masked
-    tokens (1 with one rank; see "Data parallel" in the module docstring)."""
+def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int, start_batch: int, pin: bool,
+                keep_mask: bool = False):
+    """This rank's inputs of each step of `epoch` from `start_batch` on: (b, masked, attn, targets, tokens,
+    share), CPU tensors (pinned when `pin`), pure functions of (seed, epoch, b). targets: the MLMTargets of the
+    rows' labels (the (B, M) positions the sparse head predicts, gathered here on the host); attn: None when no
+    row has padding (SDPA may then pick its fastest kernel) unless `keep_mask` (a compiled step: one graph, not
+    one with a mask and one without). tokens: the global batch's non-padding tokens (for tokens/s); share:
+    n_rank / n_global, this rank's share of the global batch's masked tokens (1 with one rank; see "Data
+    parallel" in the module docstring)."""
     for b, (ids, attn) in enumerate(batches.global_epoch(epoch, start_batch), start=start_batch):
         # masks of the global batch, then this rank's rows: the same masks for any number of ranks
         masked, labels = masker(ids, mask_generator(seed, epoch, b))
@@ -293,54 +303,73 @@ def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int,
         if batches.world_size > 1:
             n_global = int((labels != IGNORE_INDEX).sum())
             masked, attn, labels = batches.shard(masked, attn, labels)
-            n_rank = int((labels != IGNORE_INDEX).sum())
-            share = n_rank / max(n_global, 1)
-            if n_rank == 0:
-                # Nothing to predict in this shard (e.g. rows of empty articles). The sparse head would then
-                # skip the last block's parameters, and DDP, waiting for their gradients, would fail. Predict
-                # one position with weight 0 instead: every parameter gets a (zero) gradient.
-                labels = labels.clone()
-                labels[0, 0] = masked[0, 0]
-        attn = None if bool(attn.all()) else attn  # decided on the host: no device sync
+            # n_rank = 0 (e.g. rows of empty articles) needs no special case: the M >= 1 target slots still run
+            # the last block and the head, so every parameter gets a (zero) gradient, as DDP requires
+            share = int((labels != IGNORE_INDEX).sum()) / max(n_global, 1)
+        targets = mlm_targets(labels)
+        if not keep_mask and bool(attn.all()):  # decided on the host: no device sync
+            attn = None
         if pin:
-            masked, labels = masked.pin_memory(), labels.pin_memory()
+            masked, targets = masked.pin_memory(), targets.pin_memory()
             attn = None if attn is None else attn.pin_memory()
-        yield b, masked, attn, labels, tokens, share
+        yield b, masked, attn, targets, tokens, share
 
 
 class ForwardBackward:
     """Forward under autocast and (scaled) backward of one step, on the compiled module when `compile` asks
-    for one. Compilation proper happens at the first call, so the first step runs in a try: where it fails,
-    the gradients and this rank's RNG state are reset and the step reruns eagerly (one warning)."""
+    for one, with an eager fallback that guards every step: compilation proper happens at the first call, but a
+    new shape, a recompile or the lazily compiled backward can fail later too. Whenever the compiled module
+    raises, the step's gradients, this rank's RNG state and the module's buffers (BatchNorm statistics) are
+    restored, the step reruns eagerly, and the run stays eager (one warning).
 
-    def __init__(self, eager_net, compile: bool | str, opt: Optimisation, device: torch.device,
-                 precision: Precision, announce: bool):
+    A compiled step sees one graph: the varying widths (the batch's token width T, trimmed to its longest row,
+    and the M target slots, bucketed by mlm_targets) are marked dynamic, so a new width does not recompile."""
+
+    def __init__(self, eager_net, compile, opt: Optimisation, device: torch.device, precision: Precision,
+                 announce: bool):
         self.eager_net, self.opt, self.device, self.precision, self.announce = (
             eager_net, opt, device, precision, announce)
         compiled = compile_or_none(eager_net, compile, announce=announce) if compile else None
         self.net = compiled if compiled is not None else eager_net
-        self.pending = compiled is not None  # the first step may still fail: then it reruns eagerly
+        self.compiled = compiled is not None
 
-    def __call__(self, masked, attn, labels, weight: float | None):
+    def __call__(self, masked, attn, targets: MLMTargets, weight: float | None):
         """weight: the DDP loss weight W * n_r / N (None with one rank); returns the model output."""
-        if not self.pending:
-            return self._run(masked, attn, labels, weight)
-        self.pending = False
-        before = rank_rng_state(self.device)
+        if not self.compiled:
+            return self._run(masked, attn, targets, weight)
+        masked, attn, targets = dynamic_widths(masked, attn, targets)
+        rng = rank_rng_state(self.device)
+        buffers = [t.clone() for t in self.eager_net.buffers()]  # BatchNorm statistics: a few tiny copies
         try:
-            return self._run(masked, attn, labels, weight)
-        except Exception as exc:  # compiling failed (no C++ compiler, unsupported op, ...)
+            return self._run(masked, attn, targets, weight)
+        except Exception as exc:  # compiling failed (no C++ compiler, unsupported op, ...), at any step
             warn_compile_failed(exc, announce=self.announce)
             self.opt.optimizer.zero_grad(set_to_none=True)
-            set_rank_rng_state(before, self.device)
-            self.net = self.eager_net
-            return self._run(masked, attn, labels, weight)
+            set_rank_rng_state(rng, self.device)
+            with torch.no_grad():
+                for t, saved in zip(self.eager_net.buffers(), buffers):
+                    t.copy_(saved)
+            self.net, self.compiled = self.eager_net, False
+            return self._run(masked, attn, targets, weight)
 
-    def _run(self, masked, attn, labels, weight):
+    def _run(self, masked, attn, targets, weight):
         with self.precision.autocast(self.device):
-            out = self.net(masked, attn, labels)
+            out = self.net(masked, attn, targets)
         self.opt.backward(out.loss if weight is None else out.loss * weight)
         return out
+
+
+def dynamic_widths(masked, attn, targets: MLMTargets):
+    """The inputs of a compiled step, contiguous (a batch's mask is a slice of a wider array: its strides would be
+    guarded on too), with their widths marked dynamic: the token width (dim 1 of ids and mask) and the target
+    slots (dim 1 of the targets) vary from batch to batch, and one graph serves them all instead of a recompile
+    per new width."""
+    masked, attn = masked.contiguous(), None if attn is None else attn.contiguous()
+    targets = MLMTargets(targets.positions.contiguous(), targets.labels.contiguous())
+    for t in (masked, attn, targets.positions, targets.labels):
+        if t is not None and t.size(1) > 1:  # sizes 0 and 1 are always specialised by dynamo
+            torch._dynamo.mark_dynamic(t, 1)
+    return masked, attn, targets
 
 
 class MetricsLog:
@@ -425,7 +454,7 @@ class RunOptions:
     """Where and how one pre-training run executes. None of it changes what is learned (resume continues the run
     in out_dir exactly). Several ranks: world_size > 1, a process group started and `ddp_model` =
     DistributedDataParallel(model), see "Data parallel" in the module docstring. compile: False, True (inductor)
-    or a torch.compile backend name, with an eager fallback. on_log(dict): called on every rank at each log point
+    or a torch.compile backend (name or callable), with an eager fallback at any step. on_log(dict): called on every rank at each log point
     with {'epoch', 'step', 'train_loss', 'lr'} (the global-batch loss over the log interval). prefetch_batches:
     build, mask and pin the next batches in a background thread (default: on CUDA only). checkpoint_extra: more
     entries for every checkpoint (train.py: the data provenance and the command line). checkpoint_epochs: write the
@@ -485,17 +514,21 @@ def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict
                disable=not (run.show_progress and rank == 0), mininterval=1.0)
     log = MetricsLog(metrics_path, ckpt_path, cfg, device, rank, world_size, bar, run.on_log)
     prefetch_batches = device.type == "cuda" if run.prefetch_batches is None else run.prefetch_batches
+    # A compiled step keeps the padding mask on every batch of a padded corpus (one graph, see step_inputs).
+    # Rows are right-padded, so a corpus has padding iff some row ends in [PAD].
+    keep_mask = bool(run.compile) and bool((np.asarray(data.train_tokens[:, -1]) == data.pad_id).any())
     with bar:  # (closed on Ctrl-C too; the caller says what to do next, train.py names the last checkpoint)
         while state.epoch < cfg.epochs and state.step < total_steps:
             epoch, b = state.epoch, state.batch - 1  # b stays so if a resumed epoch has no batch left
             log.start_epoch()
             save_at_end = (epoch + 1) % run.checkpoint_epochs == 0 or epoch + 1 >= cfg.epochs
-            source = step_inputs(batches, masker, cfg.seed, epoch, state.batch, pin=device.type == "cuda")
-            for b, masked, attn, labels, tokens, share in (prefetch(source) if prefetch_batches else source):
+            source = step_inputs(batches, masker, cfg.seed, epoch, state.batch, pin=device.type == "cuda",
+                                 keep_mask=keep_mask)
+            for b, masked, attn, targets, tokens, share in (prefetch(source) if prefetch_batches else source):
                 # attn is None for rows without padding (packed): SDPA may then pick its fastest (flash) kernel
                 out = step_fn(masked.to(device, non_blocking=True),
                               None if attn is None else attn.to(device, non_blocking=True),
-                              labels.to(device, non_blocking=True),
+                              targets.to(device, non_blocking=True),
                               share * world_size if world_size > 1 else None)  # see "Data parallel" above
                 state.opt.step()
                 log.add(out.loss, share, tokens)
@@ -526,11 +559,11 @@ def pretrain(model, data: MLMData, cfg: PretrainConfig, run: RunOptions) -> dict
 # torch.compile with a fallback
 
 
-def compile_or_none(module, compile: bool | str, announce: bool = True):
-    """torch.compile(module) (backend inductor for True, else the named backend), or None with a one-line
-    warning when torch.compile itself refuses. Compilation proper happens at the first call; ForwardBackward
-    runs the first step in a try and falls back to eager there too (warn_compile_failed)."""
-    backend = "inductor" if compile is True else str(compile)
+def compile_or_none(module, compile, announce: bool = True):
+    """torch.compile(module) (backend inductor for True, else the named backend, or a backend callable), or None
+    with a one-line warning when torch.compile itself refuses. Compilation proper happens at the first call;
+    ForwardBackward runs every compiled step in a try and falls back to eager there too (warn_compile_failed)."""
+    backend = "inductor" if compile is True else compile if callable(compile) else str(compile)
     try:
         return torch.compile(module, backend=backend)
     except Exception as exc:

@@ -56,7 +56,7 @@ import torch
 from data_prep.corpus import default_cache_dir
 from data_prep.registry import get_task
 from tinybert.config import ModelConfig
-from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification
+from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification, dense_to_targets
 from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset
@@ -129,6 +129,8 @@ def probe_step(config: ModelConfig, kind: str, batch: int, length: int, num_labe
         ids = torch.randint(1000, config.vocab_size, (batch, length), device=device)
         labels = (torch.where(torch.rand(ids.shape, device=device) < 0.15, ids, torch.full_like(ids, IGNORE_INDEX))
                   if kind == "pretrain" else torch.randint(0, num_labels, (batch,), device=device))
+        if kind == "pretrain":
+            labels = dense_to_targets(labels)  # the (B, M) target slots, gathered once as the training loop does
 
         def step():
             with precision.autocast(device):
