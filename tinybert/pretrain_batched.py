@@ -165,18 +165,20 @@ def save_members(ensemble, state: TrainingState, next_epoch: int, next_batch: in
     state.saved_at = time.perf_counter()
 
 
-def estimate_ensemble_step_seconds(ensemble, members: int, vocab_size: int, batch_size: int, seq_len: int,
-                                   device, precision, mlm_prob: float = 0.15, repeats: int = 2) -> float:
-    """pretrain.estimate_step_seconds for the batched model of `members` members: forward + backward of a copy on
-    random full-length batches, one per member (for train.py's plan line)."""
+def estimate_ensemble_step_seconds(models: list[BertForMaskedLM], batch_size: int, seq_len: int, device,
+                                   precision, mlm_prob: float = 0.15, repeats: int = 2) -> float:
+    """pretrain.estimate_step_seconds for the batched model of `models`: forward + backward of a copy on random
+    full-length batches, one per member (for train.py's plan line)."""
+    from .ensemble import EnsembleMLM
+
     def make_loss(probe):
-        ids = torch.randint(5, vocab_size, (members, batch_size, seq_len))
+        ids = torch.randint(5, models[0].config.vocab_size, (len(models), batch_size, seq_len))
         labels = torch.where(torch.rand(ids.shape) < mlm_prob, ids, torch.full_like(ids, IGNORE_INDEX))
         targets = MLMTargets(*(t.to(device) for t in mlm_targets(labels)))
         ids = ids.to(device)
         return lambda: probe(ids, None, targets).sum()
 
-    return time_training_step(ensemble, device, precision, make_loss, repeats=repeats)
+    return time_training_step(EnsembleMLM.from_members(models), device, precision, make_loss, repeats=repeats)
 
 
 def pretrain_batched(models: list[BertForMaskedLM], data: MLMData, cfgs: list[PretrainConfig],
