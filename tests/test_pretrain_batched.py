@@ -18,23 +18,19 @@ import numpy as np
 import pytest
 import torch
 
-from tests.ensemble_standin import use_real_or_standin
+from tinybert import pretrain_batched as pb
 from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
 from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision
 
-REAL_ENSEMBLE = use_real_or_standin()  # the stand-in loops over plain models (see tests/ensemble_standin.py)
-
-from tinybert import pretrain_batched as pb  # noqa: E402  (after the stand-in, if it is needed)
-
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(45)]
 FP32 = Precision("fp32", "test")
 CPU = torch.device("cpu")
 SEEDS = (3, 11)
 CFG = PretrainConfig(epochs=2, batch_size=8, lr=3e-3, warmup_steps=2, grad_clip=0.5, log_every=1)
-RTOL, ATOL, ATOL_NOISE = 1e-5, 1e-6, 1e-4
+RTOL, ATOL, ATOL_NOISE = 1e-5, 1e-6, 1e-5
 
 
 def corpus(rows, width=16, seed=0):
@@ -125,22 +121,31 @@ def test_member_checkpoint_resumes_as_a_separate_run(tmp_path):
 
 
 def test_full_width_rows_with_conv_front_end(tmp_path):
-    # the conv front end's BatchNorm is per member; with rows of one width (no padding) the batched members are
-    # the separate runs. The convs' own biases (before BatchNorm, which removes any constant) get near-zero
-    # gradients, rounding noise that AdamW amplifies as for the key bias: compared with ATOL_NOISE.
+    # The conv front end's BatchNorm is per member; with rows of one width (no padding) the batched members are
+    # the separate runs. How the conv front end is compared: the convs' own biases sit right before a BatchNorm,
+    # which subtracts the batch mean, so their gradient is zero in exact arithmetic and pure rounding noise;
+    # AdamW turns that noise into steps of about lr each, in run-dependent directions. So those biases, and the
+    # BatchNorm running means that average the biased conv outputs, are only bounded: within lr x steps (the
+    # furthest AdamW can move an entry). Every other tensor, BatchNorm's weights and running variances included,
+    # is compared at ATOL, and the held-out loss (which runs on the running statistics) at 1e-3 relative.
     full = corpus(40, width=16)
     full[:, -1] = 3  # every row reaches the last column: all batches are 16 wide
     data = dataclasses.replace(DATA, train_tokens=full)
     conv = dict(conv_layers=1, conv_channels=2)
     cfgs = [dataclasses.replace(CFG, seed=s, epochs=1) for s in SEEDS]
-    pb.pretrain_batched([model(s, **conv) for s in SEEDS], data, cfgs, [options(tmp_path / f"m-{s}") for s in SEEDS])
-    for seed, cfg in zip(SEEDS, cfgs):
+    finals = pb.pretrain_batched([model(s, **conv) for s in SEEDS], data, cfgs,
+                                 [options(tmp_path / f"m-{s}") for s in SEEDS])
+    steps = len(full) // CFG.batch_size
+    for seed, cfg, final in zip(SEEDS, cfgs, finals):
         solo = model(seed, **conv)
-        pretrain(solo, data, cfg, options(tmp_path / f"solo-{seed}"))
+        want = pretrain(solo, data, cfg, options(tmp_path / f"solo-{seed}"))
+        assert final["eval_loss"] == pytest.approx(want["eval_loss"], rel=1e-3)
         got = load_checkpoint(tmp_path / f"m-{seed}" / "checkpoint.pt")["model"]
+        bounded = ["bert.conv.convs.0.bias", "bert.conv.proj.bias", "bert.conv.norms.0.running_mean",
+                   "bert.conv.proj_norm.running_mean"]
         for name, w in solo.state_dict().items():
-            noise = "attn.qkv.bias" in name or ("conv" in name and name.endswith(".bias") and "norm" not in name)
-            torch.testing.assert_close(got[name], w, rtol=RTOL, atol=ATOL_NOISE if noise else ATOL, msg=name)
+            atol = CFG.lr * steps if name in bounded else ATOL_NOISE if "attn.qkv.bias" in name else ATOL
+            torch.testing.assert_close(got[name], w, rtol=RTOL, atol=atol, msg=name)
 
 
 def test_refusals(tmp_path):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import train
-from tests.ensemble_standin import use_real_or_standin
 from tinybert.checkpoint import load_checkpoint
 from tinybert.data_dir import resolve_data_dir
 from tinybert.optim import pretrain_lr_multiplier as lr_multiplier
@@ -247,7 +246,6 @@ def test_one_process_committee_is_batched_and_equals_sequential_members(tmp_path
     """train.py --committee without torchrun trains the members as one batched model (pretrain_batched.py); each
     member's folder holds what the --sequential path (one plain run per member) writes, with the same numbers
     (dropout 0, fp32; tolerances as in tests/test_pretrain_batched.py); --resume continues member by member."""
-    use_real_or_standin()  # tinybert.ensemble, or a looping stand-in until it lands (tests/ensemble_standin.py)
     com, seq = tmp_path / "com", tmp_path / "seq"
     flags = ["--committee", "--seeds", "1", "2", "--epochs", "2", "--dropout", "0", "--grad-clip", "0.5"]
     assert train.main(quick_argv(tmp_path, corpus, com, *flags)) == 0
@@ -276,7 +274,7 @@ def test_one_process_committee_is_batched_and_equals_sequential_members(tmp_path
         assert ckpt["cli"] == {**want_ckpt["cli"], "sequential": False, "out": str(got)}
         assert ckpt["progress"] == want_ckpt["progress"] == {"epoch": 2, "batch": 0, "step": 12}
         for name, w in want_ckpt["model"].items():
-            atol = 1e-4 if "attn.qkv.bias" in name else 1e-6  # the key bias's rounding noise, see that test file
+            atol = 1e-5 if "attn.qkv.bias" in name else 1e-6  # the key bias's rounding noise, see that test file
             torch.testing.assert_close(ckpt["model"][name], w, rtol=1e-5, atol=atol, msg=name)
     # the members' checkpoints are ordinary runs': --resume continues them one after another
     assert train.main(quick_argv(tmp_path, corpus, com, *flags, "--resume", "--epochs", "3")) == 0
