@@ -10,7 +10,7 @@ The same work two ways, for each model and precision:
             AdamW step over the stacked weights (what pretrain_batched.py does). One round = one step.
 A step is pre-training's (bench.py's): forward under autocast with the sparse MLM head, backward, AdamW,
 zero_grad, on full rows (no padding) with round(0.15 * T) masked positions per row, member k's batch drawn with
-seed k; the batched arm gets its targets from masking.mlm_targets, as the training loop does. Reported:
+seed k; the batched arm gets its targets from masking.mlm_targets, as pretrain_batched.py does. Reported:
 member-tokens/s (K x B x T input tokens per round / the median round), ms per round, and the speed-up
 (separate / batched round time). Both arms start from the same weights, and before timing the benchmark checks
 that they compute the same losses (eval mode, so no dropout): `check` is the largest relative difference.
@@ -39,6 +39,7 @@ from tinybert.bench import fixed_mlm_batch, synchronize
 from tinybert.config import MODEL_PRESETS, ModelConfig, make_model_config
 from tinybert.masking import MLMTargets, mlm_targets
 from tinybert.model import BertForMaskedLM, count_parameters
+from tinybert.pretrain_batched import SLOT_MULTIPLE
 from tinybert.runtime import choose_device, choose_precision, tune_cpu_allocator
 
 DEFAULT_MODELS = ("cpu:bert6", "cpu:bert1", "paper:bert6")
@@ -140,7 +141,8 @@ def bench_batched(config, K, batches, precision, device, steps, warmup) -> tuple
 
     ens = EnsembleMLM.from_members(fresh_members(config, K, device))
     ids = torch.stack([b[0] for b in batches])
-    targets = MLMTargets(*(t.to(device) for t in mlm_targets(torch.stack([b[1] for b in batches]).cpu())))
+    labels = torch.stack([b[1] for b in batches]).cpu()
+    targets = MLMTargets(*(t.to(device) for t in mlm_targets(labels, multiple=SLOT_MULTIPLE)))
     ens.eval()
     with precision.autocast(device):
         losses = eval_losses(lambda: ens(ids, None, targets))

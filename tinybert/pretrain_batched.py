@@ -52,6 +52,13 @@ from .pretrain import (MetricsLog, MLMData, PretrainConfig, RunOptions, Training
                        evaluate_mlm, mask_generator)
 
 
+# masking.mlm_targets rounds the slots per row (M) up to a multiple, so that a compiled step sees few shapes. This
+# loop runs eagerly (no --compile), where rounding only adds work: up to 7 empty slots per row of the last block and
+# of the 30522-way MLM head (the cpu preset's rows in bench_ensemble.py, 10 masked per row: M 16 instead of 10, a quarter of
+# the batched step's time in a CPU profile). So M is the largest count in any row, exactly.
+SLOT_MULTIPLE = 1
+
+
 class MembersDiverged(TrainingDiverged):
     """The loss of one or more members became NaN or infinite; the batched run stops as a whole.
     `diverged`: {member index: message}."""
@@ -113,7 +120,7 @@ def ensemble_steps(batches: list[TokenBatches], masker: MLMMasker, seeds: list[i
         labels = torch.stack([pad_right(lab, width, IGNORE_INDEX) for lab in labels])
         tokens = [int(a.sum()) for a in attns]
         attn = None if bool(attn.all()) else attn  # decided on the host: no device sync
-        targets = mlm_targets(labels)
+        targets = mlm_targets(labels, multiple=SLOT_MULTIPLE)
         if pin:
             ids, targets = ids.pin_memory(), MLMTargets(*(t.pin_memory() for t in targets))
             attn = None if attn is None else attn.pin_memory()
@@ -174,7 +181,7 @@ def estimate_ensemble_step_seconds(models: list[BertForMaskedLM], batch_size: in
     def make_loss(probe):
         ids = torch.randint(5, models[0].config.vocab_size, (len(models), batch_size, seq_len))
         labels = torch.where(torch.rand(ids.shape) < mlm_prob, ids, torch.full_like(ids, IGNORE_INDEX))
-        targets = MLMTargets(*(t.to(device) for t in mlm_targets(labels)))
+        targets = MLMTargets(*(t.to(device) for t in mlm_targets(labels, multiple=SLOT_MULTIPLE)))
         ids = ids.to(device)
         return lambda: probe(ids, None, targets).sum()
 
