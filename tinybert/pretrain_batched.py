@@ -53,9 +53,9 @@ from .pretrain import (MetricsLog, MLMData, PretrainConfig, RunOptions, Training
 
 
 # masking.mlm_targets rounds the slots per row (M) up to a multiple, so that a compiled step sees few shapes. This
-# loop runs eagerly (no --compile), where rounding only adds work: up to 7 empty slots per row of the last block and
-# of the 30522-way MLM head (the cpu preset's rows in bench_ensemble.py, 10 masked per row: M 16 instead of 10, a quarter of
-# the batched step's time in a CPU profile). So M is the largest count in any row, exactly.
+# loop runs eagerly (no --compile), where rounding only adds work: up to 7 empty slots per row of the last block
+# and of the 30522-way MLM head (bench_ensemble.py's cpu-preset rows, 10 masked per row: M 16 instead of 10, a
+# quarter of the batched step's time in a CPU profile). So M is the largest count in any row, exactly.
 SLOT_MULTIPLE = 1
 
 
