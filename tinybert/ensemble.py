@@ -26,7 +26,7 @@ BatchNorm channel is one member's channel and its batch statistics are that memb
 
 State dicts: the ensemble's keys are the plain model's keys (less the tied `mlm_head.decoder.weight`), each value
 member k's tensors stacked on a new leading axis (the grouped conv / BatchNorm tensors: concatenated along their
-first axis, the same memory). `from_members` and `members` convert both ways, exactly. Segment ids are not
+first axis, the same memory). `from_members` and `members` convert both ways, exactly (from_members keeps which weights are frozen). Segment ids are not
 supported (everything is segment 0, as in pre-training and fine-tuning here).
 """
 
@@ -265,6 +265,11 @@ class _Ensemble(nn.Module):
                     target.copy_(values[0])
                 else:
                     target.copy_(torch.stack(values).reshape(target.shape))
+        for name, param in ensemble.named_parameters():  # a weight frozen in the members stays frozen
+            flags = {m.get_parameter(name).requires_grad for m in models}
+            if len(flags) > 1:
+                raise ValueError(f"{name} is trainable in some members and frozen in others")
+            param.requires_grad_(flags.pop())
         return ensemble.train(models[0].training)
 
     def members(self) -> list[nn.Module]:
