@@ -189,3 +189,15 @@ def test_ensemble_steps_pad_and_mask_like_separate_runs():
             rows = torch.arange(8)[:, None].expand_as(used)
             assert torch.equal(targets.labels[k][used], labels[rows[used], targets.positions[k][used]])
     assert widths_differ  # the padding path was exercised
+
+
+def test_a_diverging_member_stops_the_run_and_is_named(tmp_path):
+    models = [model(s) for s in SEEDS]
+    with torch.no_grad():
+        models[1].mlm_head.bias.fill_(float("nan"))  # member 1's loss is NaN from the first step
+    cfgs = [dataclasses.replace(CFG, seed=s) for s in SEEDS]
+    with pytest.raises(pb.MembersDiverged) as caught:
+        pb.pretrain_batched(models, DATA, cfgs, [options(tmp_path / f"m-{s}") for s in SEEDS])
+    assert list(caught.value.diverged) == [1]
+    assert f"member seed {SEEDS[1]}: loss became nan at epoch 0, step 1" in str(caught.value)
+    assert "No checkpoint had been written yet" in str(caught.value)
