@@ -506,8 +506,13 @@ def train_batched_committee(members: list[argparse.Namespace], data, ctx: DistCo
     except KeyboardInterrupt:
         for out in outs:
             run_record.end_segment(out, "interrupted")
-        print(f"\ninterrupted; each member's last checkpoint is in its folder ({outs[0].parent}/member-<seed>/); "
-              f"continue member by member with the same command and --resume", file=sys.stderr, flush=True)
+        if all((out / "checkpoint.pt").is_file() for out in outs):  # (every save writes all the members')
+            said = (f"interrupted; each member's last checkpoint is in its folder ({outs[0].parent}/member-<seed>/); "
+                    f"continue member by member with the same command and --resume")
+        else:
+            said = ("interrupted before the members' first checkpoints were written (one is written at the end of "
+                    "every epoch and every --checkpoint-minutes); nothing to resume: start again with another --out")
+        print("\n" + said, file=sys.stderr, flush=True)
         return 130
     for out, final in zip(outs, finals):
         run_record.end_segment(out, "done", final)

@@ -289,3 +289,27 @@ def test_one_process_committee_is_batched_and_equals_sequential_members(tmp_path
     with pytest.raises(SystemExit, match="--sequential is for --committee"):
         train.parse_args(quick_argv(tmp_path, corpus, tmp_path / "c", "--sequential"))
     assert not (tmp_path / "c").exists()
+
+
+def test_one_process_committee_ctrl_c_and_divergence_are_recorded(tmp_path, corpus, monkeypatch, capsys):
+    from tinybert.pretrain_batched import MembersDiverged
+    flags = ["--committee", "--seeds", "1", "2", "--epochs", "1"]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "pretrain_batched", interrupted)
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "a", *flags)) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    for seed in (1, 2):
+        assert json.loads((tmp_path / "a" / f"member-{seed}" / "run.json").read_text())["status"] == "interrupted"
+
+    def diverged(*args):
+        raise MembersDiverged({1: "member seed 2: loss became nan"})
+
+    monkeypatch.setattr(train, "pretrain_batched", diverged)
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "b", *flags)) == 1
+    assert "error: member seed 2: loss became nan" in capsys.readouterr().err
+    records = [json.loads((tmp_path / "b" / f"member-{s}" / "run.json").read_text()) for s in (1, 2)]
+    assert [r["status"] for r in records] == ["interrupted", "diverged"]
+    assert "stops as a whole" in records[0]["error"] and records[1]["error"] == "member seed 2: loss became nan"
