@@ -57,7 +57,8 @@ def assert_weights_close(ens, plains, noise_atol=None):
             a, b = got[n], want[n]
             if noise_atol and n.endswith("attn.qkv.bias"):  # the key third: a zero true gradient
                 H = a.numel() // 3
-                torch.testing.assert_close(a[H:2 * H], b[H:2 * H], rtol=0, atol=noise_atol, msg=lambda m: f"member {k} {n}: {m}")
+                torch.testing.assert_close(a[H:2 * H], b[H:2 * H], rtol=0, atol=noise_atol,
+                                           msg=lambda m: f"member {k} {n}: {m}")
                 a, b = torch.cat([a[:H], a[2 * H:]]), torch.cat([b[:H], b[2 * H:]])
             atol = noise_atol if noise_atol and _pre_bn_bias(n) else WEIGHT_ATOL
             torch.testing.assert_close(a, b, rtol=1e-5, atol=atol, msg=lambda m: f"member {k} {n}: {m}")
@@ -74,9 +75,10 @@ def _pre_bn_bias(name):
 # and the key bias of attention (it adds q.b_k to every score of a query, which the softmax cancels). What autograd
 # gives them is rounding noise (~1e-12 .. 1e-9) that differs between the batched and the plain computation, and
 # AdamW divides it by its own tiny sqrt(v): each step moves them by up to ~lr in a direction set by the noise, in
-# either model (and the BatchNorm running means follow them). After AdamW steps they are compared only to that bound (2 lr per step); their gradients are
-# compared to 1e-7 absolute (noise level) at step 0, their effect on the outputs is nil (the same cancellation,
-# checked by the losses at 1e-6 after every step), and with SGD (noise x lr) they agree to 1e-6 like the rest.
+# either model (and the BatchNorm running means follow them). After AdamW steps they are compared only to that
+# bound (2 lr per step); their gradients are compared to 1e-7 absolute (noise level) at step 0, their effect on the
+# outputs is nil (the same cancellation, checked by the losses at 1e-6 after every step), and with SGD (noise x lr)
+# they agree to 1e-6 like the rest.
 LR, STEPS = 1e-3, 3  # AdamW turns a gradient's relative rounding error into an absolute one of ~lr x it
 NOISE_ATOL = 2 * LR * STEPS
 # every other weight after the steps: AdamW scales a gradient's relative rounding error by lr, and the few elements
@@ -199,6 +201,11 @@ def test_round_trip_keeps_per_member_batchnorm_statistics():
     assert not torch.equal(plains[0].bert.conv.norms[0].running_mean, plains[1].bert.conv.norms[0].running_mean)
     for a, b in zip(EnsembleClassifier.from_members(plains).members(), plains):
         assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    # BatchNorm's batch counter (no output depends on it) is one for all members: members that differ in it stack
+    plains[1](batch(5)[0][1], None)  # a second forward: its counter is 2, the others' 1
+    back = EnsembleClassifier.from_members(plains).members()
+    assert int(back[1].bert.conv.norms[0].num_batches_tracked) == 1  # the first member's
+    assert torch.equal(back[1].bert.conv.norms[0].running_mean, plains[1].bert.conv.norms[0].running_mean)
 
 
 @pytest.mark.parametrize("conv", [0, 2])

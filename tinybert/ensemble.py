@@ -26,8 +26,10 @@ BatchNorm channel is one member's channel and its batch statistics are that memb
 
 State dicts: the ensemble's keys are the plain model's keys (less the tied `mlm_head.decoder.weight`), each value
 member k's tensors stacked on a new leading axis (the grouped conv / BatchNorm tensors: concatenated along their
-first axis, the same memory). `from_members` and `members` convert both ways, exactly (from_members keeps which weights are frozen). Segment ids are not
-supported (everything is segment 0, as in pre-training and fine-tuning here).
+first axis, the same memory). `from_members` and `members` convert both ways, exactly (from_members keeps which
+weights are frozen), except BatchNorm's batch counter (num_batches_tracked, which no output depends on): one for
+all members, the first's. Segment ids are not supported (everything is segment 0, as in pre-training and
+fine-tuning here).
 """
 
 from __future__ import annotations
@@ -230,7 +232,6 @@ class EnsembleEncoder(nn.Module):
 
 class _Ensemble(nn.Module):
     """What both models share: K, the config, input checks, and the stacking/unstacking of state dicts."""
-    plain_class: type
 
     def __init__(self, config: ModelConfig, K: int):
         super().__init__()
@@ -258,10 +259,9 @@ class _Ensemble(nn.Module):
         with torch.no_grad():
             for key, target in ensemble.state_dict().items():
                 values = [s[key] for s in states]
-                if target.dim() == 0:  # BatchNorm's num_batches_tracked: one counter for all members
-                    if any(not torch.equal(v, values[0]) for v in values):
-                        raise ValueError(f"members differ in {key} ({[int(v) for v in values]}); "
-                                         f"they cannot share one ensemble")
+                if target.dim() == 0:
+                    # BatchNorm's num_batches_tracked: one counter for all members, the first member's. It changes
+                    # no output (the momentum is fixed), so members that differ in it may still be stacked.
                     target.copy_(values[0])
                 else:
                     target.copy_(torch.stack(values).reshape(target.shape))
