@@ -16,7 +16,11 @@ loop, the plan line and the results' assembly live in tinybert/evaluation.py.
 Seeds: each seed draws its own task sample (load_task(seed=S)) and batch order (the same for every member), and
 member m is initialised (fresh head, or the whole model without pre-training) and gets dropout from seed
 S + 10007*m (finetune_unit.member_seed), so member 0 of a committee is the same run as a single-model evaluation
-with that checkpoint.
+with that checkpoint. Batching: the seeds and members that share an architecture are fine-tuned first, together,
+as one batched model (evaluation.train_batched, tinybert/finetune_batched.py), then each seed's record is written
+as before; the same records, and the same numbers to rounding with dropout 0. With dropout > 0 the batched
+members draw their dropout masks from one stream (not each from its own seed), so `--no-batch` (one at a time)
+is what reproduces the member-0-equals-single-run property exactly.
 The reported accuracy is the test accuracy at the epoch of best validation accuracy ("selected"); the last
 epoch's is reported beside it. Committee = argmax of the mean of the members' softmax probabilities (the
 selected models'); a mean-of-logits committee is recorded too.
@@ -40,7 +44,7 @@ from tinybert.data_dir import DatasetNotFound
 # the library side of this command; some names are re-exported for the tests and for callers of eval.py
 from tinybert.evaluation import (DATA_FLAGS, MODEL_FLAGS, UsageError, default_out, load_members,  # noqa: F401
                                  mean_std, new_results, one_class_warning, print_plan, run_seed, summarize,
-                                 summary_line)
+                                 summary_line, train_batched)
 from tinybert.finetune import FinetuneConfig
 from tinybert.finetune_unit import MEMBER_SEED_STRIDE, member_seed  # noqa: F401 (re-exported)
 from tinybert.optim import SCHEDULES
@@ -112,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "results.json)")
     r.add_argument("--log-every", type=positive_int, default=50)
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-batch", action="store_true",
+                   help="fine-tune every seed and member on its own, one after another. Default: those sharing an "
+                        "architecture (and split sizes) are fine-tuned together as one batched model "
+                        "(tinybert/finetune_batched.py): the same results to rounding with dropout 0, but dropout "
+                        "masks are drawn from one stream, so with dropout > 0 the numbers differ from --no-batch's")
     return p
 
 
@@ -193,11 +202,13 @@ def run(args) -> int:
     partial = out / "results.partial.json"
     start = time.perf_counter()
     try:
-        for seed, task in zip(args.seeds, tasks):
+        done = {} if args.no_batch else train_batched(args, tasks, members, device, precision, cfg_base)
+        for i, (seed, task) in enumerate(zip(args.seeds, tasks)):
             for key in ("notes", "sources"):
                 results[key] += [x for x in getattr(task, key) if x not in results[key]]
             results["label_names"], results["setting"] = list(task.label_names), task.setting
-            results["runs"].append(run_seed(args, seed, task, members, device, precision, cfg_base, out))
+            results["runs"].append(run_seed(args, seed, task, members, device, precision, cfg_base, out,
+                                            done={m: r for (j, m), r in done.items() if j == i}))
             write_json_atomic(partial, results)
             print(f"seed {seed} done: the results of {len(results['runs'])} of {len(args.seeds)} seed(s) are in "
                   f"{partial}")

@@ -11,6 +11,8 @@ Several GPUs (data parallel; --batch-size stays the global batch, split over the
                                                    # on node 0 (HOST0); the same with --node_rank 1 on node 1
 A committee of independently pre-trained models, one per process (no gradient sync):
     torchrun --nproc_per_node 5 train.py --committee --seeds 1 2 3 4 5 --out runs/committee
+or all in one process, as one batched model (tinybert/pretrain_batched.py; --sequential: one after another):
+    python train.py --committee --seeds 1 2 3 4 5 --out runs/committee
 
 Reading order: flags -> configs -> processes/device/precision (tinybert.distributed, tinybert.runtime) ->
 tokenizer + token arrays (data_prep.pretrain_data) -> model (tinybert.model) -> DDP wrap -> the loop
@@ -40,6 +42,8 @@ from tinybert.distributed import DistContext, env_ranks, init_from_env, main_fir
 from tinybert.model import BertForMaskedLM, count_parameters
 from tinybert.optim import SCHEDULES
 from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, TrainingDiverged, estimate_step_seconds, pretrain
+from tinybert.pretrain_batched import (MembersDiverged, check_batchable, estimate_ensemble_step_seconds,
+                                       pretrain_batched)
 from tinybert.runtime import (PRECISIONS, channels_last_convs, choose_precision, configure_cuda, git_commit,
                               seed_everything, tune_cpu_allocator)
 from tinybert.tokenizer import WordPieceTokenizer
@@ -66,6 +70,7 @@ RESUME_RULES = {
     "epochs": "longer",     # extends the run; the lr schedule is re-planned over the new total (README, "Resuming")
     "max_steps": "longer",  # a stop point only (the schedule does not use it); 0 = no cap
     "out": "invocation", "resume": "invocation", "committee": "invocation", "seeds": "invocation",
+    "sequential": "invocation",
 }
 
 
@@ -169,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "torchrun rank r trains seeds r, r+W, ... (no gradient sync); the articles and the "
                         "vocab come from --seed (or --data-seed) and are the same for all members")
     c.add_argument("--seeds", type=seed_int, nargs="+", help="member seeds (init, batch order, masks, dropout)")
+    c.add_argument("--sequential", action="store_true",
+                   help="in one process (no torchrun), train the members one after another, each a plain run, "
+                        "instead of as one batched model (the default there: tinybert/pretrain_batched.py; "
+                        "a --resume always continues member by member)")
     return p
 
 
@@ -182,6 +191,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         return args  # resume settings are merged per member (committee_members)
     if args.seeds:
         raise SystemExit("error: --seeds is for --committee; a single run takes --seed")
+    if args.sequential:
+        raise SystemExit("error: --sequential is for --committee")
     if not args.resume:
         return args
     return merge_resume(args, explicit_flags(argv), Path(args.out))
@@ -271,14 +282,21 @@ def main(argv=None) -> int:
 
 
 def run_committee(args: argparse.Namespace, argv=None) -> int:
-    """--committee: this process trains its members one after another, each a complete run of its own (own
-    seed, own --out/member-<seed>/, own checkpoint and metrics). Processes never sync gradients; they only
-    wait once for the node's first process to build the shared token cache."""
+    """--committee: every member is a complete run of its own (own seed, own --out/member-<seed>/, own checkpoint
+    and metrics). In one process (no torchrun) they train together as one batched model (train_batched_committee);
+    under torchrun, or with --sequential or --resume, each process trains its members one after another.
+    Processes never sync gradients; they only wait once for the node's first process to build the shared token
+    cache."""
     rank, world, _ = env_ranks()
     if world > len(args.seeds):
         raise SystemExit(f"error: --committee: {world} processes but {len(args.seeds)} seeds; start at most "
                          f"--nproc_per_node {len(args.seeds)} (x nodes) processes")
     members = committee_members(args, rank, world, argv)
+    batched = world == 1 and len(members) > 1 and not (args.sequential or args.resume)
+    if batched and args.compile:
+        raise SystemExit("error: --compile: the one-process committee trains its members as one batched model, "
+                         "which is not compiled; add --sequential (one member after another, compiled) or drop "
+                         "--compile")
     ctx = init_from_env(args.device, backend="gloo")  # gloo: the processes only meet at the barrier
     try:
         if ctx.is_main:
@@ -286,12 +304,15 @@ def run_committee(args: argparse.Namespace, argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             (out / "committee.json").write_text(json.dumps({
                 "command": " ".join(sys.argv), "git_commit": git_commit(), "seeds": args.seeds,
-                "members": [f"member-{s}" for s in args.seeds], "processes": world,
+                "members": [f"member-{s}" for s in args.seeds], "processes": world, "batched": batched,
                 "data_seed": members[0].data_seed}, indent=2))
-            print(f"committee: {len(args.seeds)} members (seeds {' '.join(map(str, args.seeds))}) on {world} "
-                  f"process(es) -> {out}/member-<seed>/")
+            how = "as one batched model" if batched else f"on {world} process(es)"
+            print(f"committee: {len(args.seeds)} members (seeds {' '.join(map(str, args.seeds))}) {how} -> "
+                  f"{out}/member-<seed>/")
         with main_first(ctx):  # the node's first process fills the token/vocab cache, the others then read it
-            load_data(members[0], show_progress=not args.no_progress and ctx.is_main)
+            data = load_data(members[0], show_progress=not args.no_progress and ctx.is_main)
+        if batched:
+            return train_batched_committee(members, data, ctx)
         codes = []
         for member in members:
             member.no_progress = args.no_progress or not ctx.is_main  # one progress bar on the terminal
@@ -379,16 +400,11 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     say(plan.output_line(out, resuming=args.resume))
     resumed = resume_info(out) if args.resume else None
 
-    cfg = PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, schedule=args.schedule,
-                         mlm_prob=args.mlm_prob, grad_clip=args.grad_clip, seed=args.seed,
-                         log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-                         checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps)
+    cfg = pretrain_config(args)
     world = ctx.world_size
     if cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} (the global batch) is not divisible by the {world} "
                          f"processes")
-    per_rank = cfg.batch_size // world
     device = ctx.device
     precision = choose_precision(args.precision, device)
     cuda_settings = configure_cuda(device, tf32=args.tf32)  # cudnn.benchmark; TF32 only when asked
@@ -397,9 +413,7 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     show_progress = not args.no_progress and ctx.is_main
     with main_first(ctx):  # the node's first process builds the caches, the others then read them
         data = load_data(args, show_progress, resumed)
-    if len(data.train_tokens) < cfg.batch_size:  # checked before the run folder is made
-        raise ValueError(f"--batch-size {cfg.batch_size} is more than the {len(data.train_tokens)} training rows "
-                         f"(--wiki-size {args.wiki_size}): not one full batch; lower --batch-size or raise --wiki-size")
+    check_one_batch(args, data)  # before the run folder is made
     tokenizer = data.tokenizer
     model = build_model(args, tokenizer, device)
     print_plan(say, args, cfg, ctx, model, data, precision, done_steps=resumed["step"] if resumed else 0)
@@ -407,19 +421,7 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
     model = ddp_model.module if ddp_model is not None else model  # (SyncBatchNorm conversion makes a new module)
 
     if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        segment = {"command": " ".join(sys.argv), "git_commit": git_commit(), "device": str(device),
-                   "precision": precision.name, "processes": world, "epochs": cfg.epochs,
-                   "tf32": cuda_settings["tf32"]}
-        first = None
-        if not args.resume:
-            tokenizer.save(out / "vocab.txt")
-            first = {"command": segment["command"], "git_commit": segment["git_commit"],
-                     "started": time.strftime("%F %T"), "model_config": model.config.to_dict(),
-                     "train_config": asdict(cfg), "data": data.meta, "device": str(device),
-                     "precision": precision.name, "processes": world, "per_process_batch": per_rank,
-                     "compile": args.compile, "tf32": cuda_settings["tf32"]}
-        run_record.start_segment(out, segment, first)
+        record_start(args, cfg, model, data, device, precision, world, tf32=cuda_settings["tf32"])
     try:
         mlm_data = MLMData(tokenizer.vocab, tokenizer.mask_id, tokenizer.pad_id, data.train_tokens, data.eval_tokens)
         final = pretrain(model, mlm_data, cfg, RunOptions(
@@ -437,6 +439,93 @@ def train_run(args: argparse.Namespace, ctx: DistContext) -> int:
             f"pass a larger --epochs to extend it")
     elif ckpt_path.is_file():
         say(f"done: {ckpt_path} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
+    return 0
+
+
+def pretrain_config(args: argparse.Namespace) -> PretrainConfig:
+    return PretrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, schedule=args.schedule,
+                          mlm_prob=args.mlm_prob, grad_clip=args.grad_clip, seed=args.seed,
+                          log_every=args.log_every, checkpoint_every=args.checkpoint_every,
+                          checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps)
+
+
+def check_one_batch(args: argparse.Namespace, data) -> None:
+    if len(data.train_tokens) < args.batch_size:
+        raise ValueError(f"--batch-size {args.batch_size} is more than the {len(data.train_tokens)} training rows "
+                         f"(--wiki-size {args.wiki_size}): not one full batch; lower --batch-size or raise --wiki-size")
+
+
+def record_start(args: argparse.Namespace, cfg: PretrainConfig, model, data, device, precision, world: int,
+                 tf32: bool = False) -> None:
+    """The run folder, its vocab.txt (a new run) and the start (or resume) segment of its run.json. tf32: whether
+    TF32 matmuls are in effect (configure_cuda)."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    segment = {"command": " ".join(sys.argv), "git_commit": git_commit(), "device": str(device),
+               "precision": precision.name, "processes": world, "epochs": cfg.epochs, "tf32": tf32}
+    first = None
+    if not args.resume:
+        data.tokenizer.save(out / "vocab.txt")
+        first = {"command": segment["command"], "git_commit": segment["git_commit"],
+                 "started": time.strftime("%F %T"), "model_config": model.config.to_dict(),
+                 "train_config": asdict(cfg), "data": data.meta, "device": str(device),
+                 "precision": precision.name, "processes": world, "per_process_batch": cfg.batch_size // world,
+                 "compile": args.compile, "tf32": tf32}
+    run_record.start_segment(out, segment, first)
+
+
+def train_batched_committee(members: list[argparse.Namespace], data, ctx: DistContext) -> int:
+    """--committee in one process: the members pre-trained together as one batched model (tinybert/pretrain_batched.py).
+    Each member's folder gets what its own run writes (vocab.txt, checkpoint.pt, metrics.csv, run.json; the
+    checkpoints resume, member by member, with --resume). Ctrl-C or a diverging member stops all members."""
+    outs = [Path(m.out) for m in members]
+    for out in outs:
+        if (out / "checkpoint.pt").exists():
+            raise SystemExit(f"error: {out} already holds a run ({out / 'checkpoint.pt'}); pass --resume to continue "
+                             f"the committee (member by member) or choose another --out (nothing was overwritten)")
+    first, device = members[0], ctx.device
+    cfgs = [pretrain_config(m) for m in members]
+    precision = choose_precision(first.precision, device)
+    cuda_settings = configure_cuda(device, tf32=first.tf32)  # cudnn.benchmark; TF32 only when asked
+    check_one_batch(first, data)
+    models = []
+    for member in members:  # each member's init is its own run's: seeded with its seed, then built
+        seed_everything(member.seed)
+        models.append(build_model(member, data.tokenizer, device))
+    step_s = estimate_ensemble_step_seconds(models, first.batch_size, first.seq_len, device, precision)
+    print_plan(print, first, cfgs[0], ctx, models[0], data, precision, step_seconds=step_s)
+    print(f"committee: {len(models)} members x {count_parameters(models[0]):,} parameters, one batched model "
+          f"(one forward, backward and fused AdamW step for all; --sequential trains them one after another)")
+    mlm_data = MLMData(data.tokenizer.vocab, data.tokenizer.mask_id, data.tokenizer.pad_id, data.train_tokens,
+                       data.eval_tokens)
+    runs = [RunOptions(out, device, precision, show_progress=not first.no_progress,
+                       checkpoint_extra={"data": data.meta, "cli": vars(member)}) for out, member in zip(outs, members)]
+    check_batchable(models, cfgs, runs)  # (before anything is written)
+    for member, cfg, model in zip(members, cfgs, models):
+        record_start(member, cfg, model, data, device, precision, 1, tf32=cuda_settings["tf32"])
+    try:
+        finals = pretrain_batched(models, mlm_data, cfgs, runs)
+    except MembersDiverged as exc:
+        for k, out in enumerate(outs):
+            why = exc.diverged.get(k, f"stopped: the batched committee stops as a whole ({exc})")
+            run_record.end_segment(out, "diverged" if k in exc.diverged else "interrupted", error=why)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        for out in outs:
+            run_record.end_segment(out, "interrupted")
+        if all((out / "checkpoint.pt").is_file() for out in outs):  # (every save writes all the members')
+            said = (f"interrupted; each member's last checkpoint is in its folder ({outs[0].parent}/member-<seed>/); "
+                    f"continue member by member with the same command and --resume")
+        else:
+            said = ("interrupted before the members' first checkpoints were written (one is written at the end of "
+                    "every epoch and every --checkpoint-minutes); nothing to resume: start again with another --out")
+        print("\n" + said, file=sys.stderr, flush=True)
+        return 130
+    for out, final in zip(outs, finals):
+        run_record.end_segment(out, "done", final)
+        print(f"done: {out / 'checkpoint.pt'} (eval masked-token accuracy {final.get('eval_acc', float('nan')):.4f})")
     return 0
 
 
@@ -461,16 +550,18 @@ def wrap_ddp(model: BertForMaskedLM, ctx: DistContext, say) -> DistributedDataPa
                                    gradient_as_bucket_view=True)
 
 
-def print_plan(say, args, cfg: PretrainConfig, ctx: DistContext, model, data, precision, done_steps: int = 0):
+def print_plan(say, args, cfg: PretrainConfig, ctx: DistContext, model, data, precision, done_steps: int = 0,
+               step_seconds: float | None = None):
     """The start-up lines: device and precision, model and data, batch and lr, the projected time (and a note
-    when a CPU run would take hours)."""
+    when a CPU run would take hours). step_seconds: a training step's time, when not `model`'s alone (the
+    batched committee's)."""
     config, device, world = model.config, ctx.device, ctx.world_size
     per_rank = cfg.batch_size // world
     steps_per_epoch = len(data.train_tokens) // cfg.batch_size
     total_steps = cfg.epochs * steps_per_epoch
     total_steps = min(cfg.max_steps, total_steps) if cfg.max_steps else total_steps
     steps_left = max(total_steps - done_steps, 0)
-    step_s = estimate_step_seconds(model, per_rank, args.seq_len, device, precision)
+    step_s = step_seconds or estimate_step_seconds(model, per_rank, args.seq_len, device, precision)
     # held-out evaluation: every epoch, forward passes only (a third of a training step each)
     epochs_left = math.ceil(steps_left / steps_per_epoch) if steps_per_epoch else 0
     eval_s = epochs_left * math.ceil(len(data.eval_tokens) / cfg.batch_size) * step_s / 3

@@ -7,7 +7,7 @@ import pytest
 
 from tinybert import bench
 from tinybert.config import make_model_config
-from tinybert.model import flops_per_token
+from tinybert.model import BertForMaskedLM, count_parameters, flops_per_token
 
 TINY = ["--models", "tiny", "--steps", "2", "--warmup", "1", "--peak-sizes", "64", "--peak-repeats", "2",
         "--batch-size", "4", "--seq-len", "16", "--vocab-size", "97", "--device", "cpu"]
@@ -59,3 +59,44 @@ def test_fixed_mlm_batch():
     picked = labels != -100
     assert picked.sum(1).tolist() == [3, 3, 3]
     assert (ids[picked] == 4).all() and (ids[~picked] >= 5).all()
+
+
+# ------------------------------------------------------------------------- ensemble mode (bench_ensemble.py)
+
+ENSEMBLE_TINY = ["ensemble", "--members", "2", "--steps", "2", "--warmup", "1", "--batch-size", "2", "--seq-len",
+                 "16", "--vocab-size", "97", "--device", "cpu"]
+
+
+def test_ensemble_mode_reports_both_arms(tmp_path, capsys):
+    out = bench.main(ENSEMBLE_TINY + ["--models", "tiny", "cpu:bert1", "--precision", "fp32", "bf16",
+                                      "--json", str(tmp_path / "e.json")])
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "separate tok/s" in printed and "batched tok/s" in printed
+    assert [(r["model"], r["precision"]) for r in out["results"]] == [
+        ("tiny", "fp32"), ("tiny", "bf16"), ("cpu:bert1", "fp32"), ("cpu:bert1", "bf16")]
+    for r in out["results"]:
+        assert r["members"] == 2 and (r["batch_size"], r["seq_len"]) == (2, 16)
+        assert len(r["separate_round_s_all"]) == len(r["batched_round_s_all"]) == 2
+        assert r["separate_member_tokens_per_s"] == pytest.approx(2 * 2 * 16 / r["separate_round_s"])
+        assert r["batched_member_tokens_per_s"] == pytest.approx(2 * 2 * 16 / r["batched_round_s"])
+        assert r["speedup"] == pytest.approx(r["separate_round_s"] / r["batched_round_s"])
+        # both arms computed the same losses on the same weights and batches (bf16: its rounding)
+        assert r["check"] < (1e-5 if r["precision"] == "fp32" else 2e-2), r
+        assert r["separate_losses"][0] != r["separate_losses"][1]  # the members' batches and weights differ
+    assert out["results"][0]["params_per_member"] == count_parameters(
+        BertForMaskedLM(make_model_config("tiny", vocab_size=97)))
+    assert json.loads((tmp_path / "e.json").read_text())["results"][0]["model"] == "tiny"
+
+
+def test_ensemble_models_resolve_to_the_presets():
+    from tinybert.bench_ensemble import model_setup
+    deep, seq_len, batch = model_setup("cpu:bert6", 30522, None, None)
+    assert (deep.layers, deep.heads, deep.head_size, deep.attention_dropout, seq_len, batch) == (6, 4, 16, 0.0, 64, 32)
+    shallow, _, _ = model_setup("cpu:bert1", 30522, None, None)
+    assert (shallow.layers, shallow.heads, shallow.conv_layers, shallow.conv_channels) == (1, 4, 2, 8)
+    paper, seq_len, _ = model_setup("paper:bert6", 30522, None, None)
+    assert (paper.layers, paper.heads, paper.head_size, seq_len) == (6, 12, 64, 128)
+    assert model_setup("bert1-h8", 100, 32, 4)[1:] == (32, 4)
+    for bad in ("cpu:bert3", "no-such-model"):
+        with pytest.raises(ValueError, match="expected"):
+            model_setup(bad, 100, None, None)

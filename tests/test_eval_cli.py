@@ -86,9 +86,9 @@ def files(tmp_path):
             "vocab": tmp_path / "vocab.txt", "dir": tmp_path}
 
 
-def checkpoint(path, seed):
+def checkpoint(path, seed, **overrides):
     torch.manual_seed(seed)
-    cfg = make_model_config("tiny", vocab_size=len(VOCAB), max_position=16, pad_id=0)
+    cfg = make_model_config("tiny", vocab_size=len(VOCAB), max_position=16, pad_id=0, **overrides)
     save_checkpoint(path, {"kind": "mlm", "model_config": cfg.to_dict(), "vocab": VOCAB,
                            "model": BertForMaskedLM(cfg).state_dict()})
     return str(path)
@@ -150,7 +150,9 @@ def test_scratch_two_seeds(stub, files, capsys):
 def test_committee_of_checkpoints(stub, files, capsys):
     a, b = checkpoint(files["dir"] / "a" / "checkpoint.pt", 0), checkpoint(files["dir"] / "b" / "checkpoint.pt", 1)
     out = files["dir"] / "committee"
-    assert evalcli.main(base_args(files, out, "--checkpoint", a, b, "--epochs", "2", "--orders", "5")) == 0
+    # --no-batch: one member at a time, each with its own dropout stream (checked below against a single run)
+    assert evalcli.main(base_args(files, out, "--checkpoint", a, b, "--epochs", "2", "--orders", "5",
+                                  "--no-batch")) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["pretrained"] is True and res["checkpoints"] == [a, b]
     run = res["runs"][0]
@@ -180,6 +182,65 @@ def test_committee_of_checkpoints(stub, files, capsys):
     assert evalcli.main(base_args(files, scratch, "--checkpoint", a, "--no-pretrain", "--epochs", "1")) == 0
     res = json.loads((scratch / "results.json").read_text())
     assert res["pretrained"] is False and res["runs"][0]["members"][0]["load_report"] is None
+
+
+def comparable(results: dict) -> dict:
+    """results.json without what differs between two runs of the same work (times, dates, the command)."""
+    drop = {"elapsed_s", "train_seconds", "started", "command"}
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in drop}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    return strip(results)
+
+
+def assert_close_records(a, b, path="results"):
+    """The same structure and keys; numbers equal to 1e-5 relative (fp32 rounding), everything else equal."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_close_records(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close_records(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6), path
+    else:
+        assert a == b, path
+
+
+@pytest.mark.parametrize("kind", ["seeds", "committee"])
+def test_batched_equals_one_at_a_time(stub, files, capsys, kind):
+    """eval.py batches seeds and committee members sharing an architecture by default; with dropout 0 its
+    results.json and probs_seed*.npz equal --no-batch's to fp32 rounding, in exactly the same format."""
+    if kind == "seeds":
+        args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--dropout", "0",
+                "--seeds", "0", "1", "--epochs", "2"]
+    else:
+        ckpts = [checkpoint(files["dir"] / f"{n}.pt", s, dropout=0.0, attention_dropout=0.0) for n, s in
+                 (("a", 0), ("b", 1))]
+        args = ["--checkpoint", *ckpts, "--seeds", "3", "4", "--epochs", "2", "--orders", "5"]
+    batched, alone = files["dir"] / "batched", files["dir"] / "alone"
+    assert evalcli.main(base_args(files, batched, *args)) == 0
+    printed = capsys.readouterr().out
+    n = 2 if kind == "seeds" else 4
+    assert f"fine-tuning {n} members as one batched model" in printed
+    assert evalcli.main(base_args(files, alone, *args, "--no-batch")) == 0
+    assert "batched model" not in capsys.readouterr().out
+    a = json.loads((batched / "results.json").read_text())
+    b = json.loads((alone / "results.json").read_text())
+    assert a["command"] != b["command"]  # the flags are recorded
+    assert_close_records(comparable(a), comparable(b))
+    for seed in a["seeds"]:
+        pa, pb = np.load(batched / f"probs_seed{seed}.npz"), np.load(alone / f"probs_seed{seed}.npz")
+        assert sorted(pa.files) == sorted(pb.files)
+        for key in pa.files:
+            assert pa[key].shape == pb[key].shape and pa[key].dtype == pb[key].dtype
+            np.testing.assert_allclose(pa[key], pb[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
 def test_bf16_run(stub, files, capsys):
@@ -224,7 +285,8 @@ def test_ctrl_c_names_partial_results_only_when_written(stub, files, monkeypatch
             return real(*args, **kwargs)
         return finetune
 
-    args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1", "--seeds", "0", "1"]
+    args = ["--no-pretrain", "--preset", "tiny", "--vocab", str(files["vocab"]), "--epochs", "1", "--seeds", "0", "1",
+            "--no-batch"]  # one seed at a time, so there is a finished seed to keep
     monkeypatch.setattr(finetune_unit, "finetune", finetune_until(1))  # Ctrl-C during the first seed
     assert evalcli.main(base_args(files, files["dir"] / "a", *args)) == 130
     err = capsys.readouterr().err

@@ -239,3 +239,79 @@ def test_plan_projects_the_time_and_notes_long_cpu_runs(tmp_path, corpus, monkey
     assert (args.epochs, args.wiki_size, args.batch_size, args.lr, args.seq_len, args.vocab_size, args.mlm_prob,
             args.weight_decay, args.schedule, args.layout) == (50, 40000, 32, 5e-5, 128, 30522, 0.15, 0.01,
                                                                 "linear", "paper")
+
+
+# ---------------------------------------------------------------------------------- committee in one process
+
+
+def test_one_process_committee_is_batched_and_equals_sequential_members(tmp_path, corpus, capsys):
+    """train.py --committee without torchrun trains the members as one batched model (pretrain_batched.py); each
+    member's folder holds what the --sequential path (one plain run per member) writes, with the same numbers
+    (dropout 0, fp32; tolerances as in tests/test_pretrain_batched.py); --resume continues member by member."""
+    com, seq = tmp_path / "com", tmp_path / "seq"
+    flags = ["--committee", "--seeds", "1", "2", "--epochs", "2", "--dropout", "0", "--grad-clip", "0.5"]
+    assert train.main(quick_argv(tmp_path, corpus, com, *flags)) == 0
+    out = capsys.readouterr().out
+    assert "2 members (seeds 1 2) as one batched model" in out and "one batched model (one forward" in out
+    assert "projected total time" in out and out.count("done:") == 2
+    assert json.loads((com / "committee.json").read_text())["batched"] is True
+    assert train.main(quick_argv(tmp_path, corpus, seq, *flags, "--sequential")) == 0
+    assert "2 members (seeds 1 2) on 1 process(es)" in capsys.readouterr().out
+    for seed in (1, 2):
+        got, want = com / f"member-{seed}", seq / f"member-{seed}"
+        assert {p.name for p in got.iterdir()} == {p.name for p in want.iterdir()} == {
+            "checkpoint.pt", "metrics.csv", "run.json", "vocab.txt"}
+        assert (got / "vocab.txt").read_text() == (want / "vocab.txt").read_text()
+        record, want_record = (json.loads((d / "run.json").read_text()) for d in (got, want))
+        assert record.keys() == want_record.keys() and record["status"] == "done"
+        for key in ("model_config", "train_config", "processes", "per_process_batch"):
+            assert record[key] == want_record[key], key
+        assert record["data"]["train"]["shape"] == want_record["data"]["train"]["shape"]  # (the cache was warm)
+        assert record["train_config"]["seed"] == seed
+        for a, b in zip(metric_rows(got), metric_rows(want), strict=True):
+            for key in ("epoch", "step", "lr", "train_loss", "eval_loss", "eval_acc"):
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), key
+        ckpt, want_ckpt = (load_checkpoint(d / "checkpoint.pt", kind="mlm") for d in (got, want))
+        assert ckpt.keys() == want_ckpt.keys()
+        assert ckpt["cli"] == {**want_ckpt["cli"], "sequential": False, "out": str(got)}
+        assert ckpt["progress"] == want_ckpt["progress"] == {"epoch": 2, "batch": 0, "step": 12}
+        for name, w in want_ckpt["model"].items():
+            atol = 1e-5 if "attn.qkv.bias" in name else 1e-6  # the key bias's rounding noise, see that test file
+            torch.testing.assert_close(ckpt["model"][name], w, rtol=1e-5, atol=atol, msg=name)
+    # the members' checkpoints are ordinary runs': --resume continues them one after another
+    assert train.main(quick_argv(tmp_path, corpus, com, *flags, "--resume", "--epochs", "3")) == 0
+    assert "on 1 process(es)" in capsys.readouterr().out
+    for seed in (1, 2):
+        assert load_checkpoint(com / f"member-{seed}" / "checkpoint.pt")["progress"]["epoch"] == 3
+    # refused before anything is written
+    with pytest.raises(SystemExit, match="already holds a run"):
+        train.main(quick_argv(tmp_path, corpus, com, *flags))
+    with pytest.raises(SystemExit, match="add --sequential"):
+        train.main(quick_argv(tmp_path, corpus, tmp_path / "c", *flags, "--compile"))
+    with pytest.raises(SystemExit, match="--sequential is for --committee"):
+        train.parse_args(quick_argv(tmp_path, corpus, tmp_path / "c", "--sequential"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_one_process_committee_ctrl_c_and_divergence_are_recorded(tmp_path, corpus, monkeypatch, capsys):
+    from tinybert.pretrain_batched import MembersDiverged
+    flags = ["--committee", "--seeds", "1", "2", "--epochs", "1"]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "pretrain_batched", interrupted)
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "a", *flags)) == 130
+    assert "nothing to resume" in capsys.readouterr().err
+    for seed in (1, 2):
+        assert json.loads((tmp_path / "a" / f"member-{seed}" / "run.json").read_text())["status"] == "interrupted"
+
+    def diverged(*args):
+        raise MembersDiverged({1: "member seed 2: loss became nan"})
+
+    monkeypatch.setattr(train, "pretrain_batched", diverged)
+    assert train.main(quick_argv(tmp_path, corpus, tmp_path / "b", *flags)) == 1
+    assert "error: member seed 2: loss became nan" in capsys.readouterr().err
+    records = [json.loads((tmp_path / "b" / f"member-{s}" / "run.json").read_text()) for s in (1, 2)]
+    assert [r["status"] for r in records] == ["interrupted", "diverged"]
+    assert "stops as a whole" in records[0]["error"] and records[1]["error"] == "member seed 2: loss became nan"

@@ -2,6 +2,7 @@
 
     python -m tinybert.bench                                  # bert1-h8 and bert6, auto precision
     python -m tinybert.bench --models bert1-h8 bert6 --precision bf16 fp32 --steps 10 --json bench.json
+    python -m tinybert.bench ensemble --members 5       # K separate models vs one batched model: bench_ensemble.py
 
 What it does, in one run (so the peak and the model numbers see the same machine and the same load):
   1. the machine's matmul peak for each requested precision: the best GFLOP/s (2 n^3 / t) of square matmuls of
@@ -235,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ensemble"]:  # the ensemble mode: K separate models vs one batched model (bench_ensemble.py)
+        from tinybert import bench_ensemble
+        return bench_ensemble.main(argv[1:])
     args = build_parser().parse_args(argv)
     malloc_tuned = disable_malloc_mmap() if args.no_mmap else False
     if args.threads:
@@ -304,7 +309,7 @@ def main(argv=None) -> dict:
     out = {"device": str(device), "device_name": where, "torch": torch.__version__, "load_average": load,
            "load_average_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"),
            "malloc_without_mmap": malloc_tuned,
-           "peaks": peaks, "results": results, "argv": list(sys.argv[1:] if argv is None else argv)}
+           "peaks": peaks, "results": results, "argv": argv}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2, default=str))

@@ -23,7 +23,7 @@ from .committee import committee_accuracy_curve
 from .config import ModelConfig, make_model_config
 from .data_dir import DatasetNotFound, resolve_data_dir
 from .finetune import FinetuneConfig, build_classifier, encode_examples, estimate_step_seconds
-from .finetune_unit import MEMBER_SEED_RULE, member_seed, run_member, stack_arrays
+from .finetune_unit import MEMBER_SEED_RULE, MemberSpec, member_seed, run_member, run_members_batched, stack_arrays
 from .model import count_parameters
 from .runtime import git_commit
 from .tokenizer import WordPieceTokenizer
@@ -94,31 +94,54 @@ def run_baseline(seed: int, task) -> dict:
             "features": res.features}
 
 
-def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: Path) -> dict:
-    """Fine-tune every member on this seed's sample; write probs_seed<S>.npz; return the seed's record."""
+def encode_task(task, members, max_length: int) -> dict:
+    """{id(tokenizer): (train, val or None, test) encoded}: members sharing a vocabulary share the encoding."""
+    encoded = {}
+    for member in members:
+        tok = member["tokenizer"]
+        if id(tok) not in encoded:
+            encoded[id(tok)] = tuple(encode_examples(tok, split, max_length) if split else None
+                                     for split in (task.train, task.val, task.test))
+    return encoded
+
+
+def announce_line(desc: str, member: dict, model, report, task, num_labels: int) -> str:
+    return (f"{desc}: {member['checkpoint'] or member['name']} "
+            f"({'random init' if report is None else 'pre-trained encoder'}), "
+            f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
+            f"train/val/test, {num_labels} labels")
+
+
+def member_desc(seed: int, m: int, members) -> str:
+    return f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
+
+
+def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: Path, done: dict | None = None
+             ) -> dict:
+    """Fine-tune every member on this seed's sample; write probs_seed<S>.npz; return the seed's record.
+    done: {member index: MemberResult} of members already fine-tuned (batched, see train_batched); the rest run
+    here one at a time."""
     num_labels = len(task.label_names)
     run_rec = {"seed": seed, "data": {"train": len(task.train), "val": len(task.val), "test": len(task.test),
                                       "num_labels": num_labels},
                "notes": list(task.notes), "members": []}
     if args.baseline:
         run_rec["baseline"] = run_baseline(seed, task)
-    encoded, results = {}, []
+    done = done or {}
+    encoded = encode_task(task, members, args.max_length) if len(done) < len(members) else {}
+    results = []
     for m, member in enumerate(members):
-        tok = member["tokenizer"]
-        if id(tok) not in encoded:  # members sharing a vocabulary share the encoding
-            encoded[id(tok)] = [encode_examples(tok, split, args.max_length) if split else None
-                                for split in (task.train, task.val, task.test)]
-        desc = f"seed {seed} member {m + 1}/{len(members)}" if len(members) > 1 else f"seed {seed}"
+        desc = member_desc(seed, m, members)
+        if m in done:
+            res = done[m]
+        else:
+            def announce(model, report, member=member, desc=desc):
+                print(announce_line(desc, member, model, report, task, num_labels))
 
-        def announce(model, report, member=member, desc=desc):
-            print(f"{desc}: {member['checkpoint'] or member['name']} "
-                  f"({'random init' if report is None else 'pre-trained encoder'}), "
-                  f"{count_parameters(model):,} parameters, {len(task.train)}/{len(task.val)}/{len(task.test)} "
-                  f"train/val/test, {num_labels} labels")
-
-        res = run_member(member["ckpt"], member["config"], num_labels, tuple(encoded[id(tok)]),
-                         FinetuneConfig(**cfg_base, seed=seed), device, precision, init_seed=member_seed(seed, m),
-                         announce=announce, show_progress=not args.no_progress, desc=desc)
+            res = run_member(member["ckpt"], member["config"], num_labels, encoded[id(member["tokenizer"])],
+                             FinetuneConfig(**cfg_base, seed=seed), device, precision,
+                             init_seed=member_seed(seed, m), announce=announce, show_progress=not args.no_progress,
+                             desc=desc)
         results.append(res)
         run_rec["members"].append(member_record(member, res, task, args, desc))
     if len(members) > 1:
@@ -130,6 +153,45 @@ def run_seed(args, seed: int, task, members, device, precision, cfg_base, out: P
               + " ".join(f"{a:.4f}" for a in run_rec["committee"]["probs"]["given"]))
     write_npz_atomic(out / f"probs_seed{seed}.npz", **stack_arrays(results))
     return run_rec
+
+
+def batch_groups(tasks, members) -> list[list[tuple[int, int]]]:
+    """The (seed index, member index) units that can be fine-tuned as one batched model, in groups of two or more:
+    one architecture, the same split sizes. Members with the conv front end are grouped only within a seed and a
+    vocabulary (the same rows and batch order, so the same batch widths: BatchNorm's training statistics count
+    padding, finetune_batched.py), the others across seeds too."""
+    groups: dict[tuple, list[tuple[int, int]]] = {}
+    for i, task in enumerate(tasks):
+        for m, member in enumerate(members):
+            config = member["config"]
+            key = (repr(config.to_dict()), len(task.train), len(task.val), len(task.test))
+            if config.conv_layers > 0:
+                key += (i, id(member["tokenizer"]))
+            groups.setdefault(key, []).append((i, m))
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def train_batched(args, tasks, members, device, precision, cfg_base) -> dict:
+    """Fine-tune every unit of batch_groups as one batched model per group (finetune_unit.run_members_batched)
+    -> {(seed index, member index): MemberResult}; run_seed runs whatever is left one at a time."""
+    done = {}
+    num_labels = len(tasks[0].label_names)
+    for group in batch_groups(tasks, members):
+        encoded = {i: encode_task(tasks[i], members, args.max_length) for i in {i for i, _ in group}}
+        specs = [MemberSpec(members[m]["ckpt"], members[m]["config"], encoded[i][id(members[m]["tokenizer"])],
+                            FinetuneConfig(**cfg_base, seed=args.seeds[i]), member_seed(args.seeds[i], m))
+                 for i, m in group]
+
+        def announce(k, model, report, group=group):
+            i, m = group[k]
+            print(announce_line(member_desc(args.seeds[i], m, members), members[m], model, report, tasks[i],
+                                num_labels))
+
+        print(f"fine-tuning {len(group)} members as one batched model (--no-batch: one at a time)")
+        results = run_members_batched(specs, num_labels, device, precision, announce=announce,
+                                      show_progress=not args.no_progress, desc=f"{len(group)} members batched")
+        done.update(zip(group, results))
+    return done
 
 
 def member_record(member: dict, res, task, args, desc: str) -> dict:

@@ -179,9 +179,13 @@ class EvalResult(NamedTuple):
 def evaluate(model, batches: DeviceBatches | None, batch_size: int, device, precision) -> EvalResult | None:
     if batches is None or len(batches) == 0:
         return None
-    logits = predict_logits(model, batches, batch_size, device, precision)
-    loss = F.cross_entropy(logits, batches.labels).item()
-    acc = (logits.argmax(-1) == batches.labels).float().mean().item()
+    return eval_result(predict_logits(model, batches, batch_size, device, precision), batches.labels)
+
+
+def eval_result(logits: torch.Tensor, labels: torch.Tensor) -> EvalResult:
+    """Loss and accuracy of logits (N, C) float32 against labels (N,) (two host syncs)."""
+    loss = F.cross_entropy(logits, labels).item()
+    acc = (logits.argmax(-1) == labels).float().mean().item()
     return EvalResult(loss, acc, logits)
 
 
@@ -375,12 +379,20 @@ class Selection:
     def finish(self, model, last_test: EvalResult, epochs: int, evaluate_test) -> EvalResult:
         """The selected model's test result; with `restore`, the model gets the selected weights back and the test
         set is evaluated again from them."""
-        if self.epoch < 0:  # no validation set: the last epoch is the selected one
-            self.by, self.epoch, self.test = "final", epochs - 1, last_test
-        elif self.restore:
-            model.load_state_dict(self.state)
+        if self.conclude(model, last_test, epochs):
             self.test = evaluate_test()
         return self.test
+
+    def conclude(self, model, last_test: EvalResult, epochs: int) -> bool:
+        """finish() without the evaluation: settles the selected epoch and, with `restore`, loads its weights back
+        into `model`; True when the test set must then be evaluated again (the caller sets `.test`)."""
+        if self.epoch < 0:  # no validation set: the last epoch is the selected one
+            self.by, self.epoch, self.test = "final", epochs - 1, last_test
+            return False
+        if self.restore:
+            model.load_state_dict(self.state)
+            return True
+        return False
 
 
 def result_dict(selection: Selection, best_test: EvalResult, last_test: EvalResult, curve: list[dict], steps: int,

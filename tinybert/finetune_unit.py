@@ -6,17 +6,23 @@ the whole model without pre-training) and gets its dropout from `member_seed(S, 
 is the same run as a single-model evaluation with seed S. The batch order is seeded by S alone (the same for every
 member). Both callers write what the result holds in their own record formats (eval.py's results.json, the
 units' ft-<hash>.json); the arrays for the committees come from `MemberResult.arrays`.
+
+`run_members_batched` is run_member for several members of one architecture at once: each is built exactly as
+run_member builds it (same seed, same init), then they are fine-tuned as one batched model
+(tinybert/finetune_batched.py), and each gets the MemberResult a separate run would (dropout aside: see there).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
+from .ensemble import EnsembleClassifier
 from .finetune import EncodedExamples, FinetuneConfig, build_classifier, finetune
+from .finetune_batched import finetune_batched
 from .model import LoadReport, count_parameters
 from .runtime import channels_last_convs, seed_everything
 
@@ -89,6 +95,42 @@ def run_member(checkpoint, config, num_labels: int, data: tuple[EncodedExamples,
     result = MemberResult(cfg.seed, init_seed, report, count_parameters(model), seconds, res)
     del model
     return result
+
+
+class MemberSpec(NamedTuple):
+    """One member of a batched run: what run_member takes for it."""
+    checkpoint: object  # an MLM checkpoint (path or loaded dict) or None (random init)
+    config: object      # ModelConfig
+    data: tuple         # (train, val or None/empty, test)
+    cfg: FinetuneConfig
+    init_seed: int
+
+
+def run_members_batched(specs: Sequence[MemberSpec], num_labels: int, device, precision, *,
+                        prepare: Callable | None = None, announce: Callable | None = None,
+                        show_progress: bool = False, desc: str = "fine-tune") -> list[MemberResult]:
+    """run_member for each of `specs` (one architecture, configs equal but for the seed, equal split sizes),
+    fine-tuned together as one batched model. announce(k, model, load_report) runs for each member once it is
+    built (on the CPU). `seconds` of each result is the shared wall time."""
+    models, reports = [], []
+    for k, spec in enumerate(specs):
+        seed_everything(spec.init_seed)  # as run_member: the fresh layers (or the whole model) draw from it
+        model, report = build_classifier(spec.checkpoint, spec.config, num_labels)
+        if prepare is not None:
+            prepare(model)
+        if announce is not None:
+            announce(k, model, report)
+        models.append(model)
+        reports.append(report)
+    params = count_parameters(models[0])
+    ensemble = EnsembleClassifier.from_members(models).to(device)
+    del models
+    data = [(tr, va if va is not None and len(va) else None, te) for tr, va, te in (s.data for s in specs)]
+    start = time.perf_counter()
+    res = finetune_batched(ensemble, data, [s.cfg for s in specs], device, precision, show_progress=show_progress,
+                           desc=desc)
+    seconds = time.perf_counter() - start
+    return [MemberResult(s.cfg.seed, s.init_seed, r, params, seconds, d) for s, r, d in zip(specs, reports, res)]
 
 
 def stack_arrays(members: list[MemberResult]) -> dict:

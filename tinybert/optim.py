@@ -7,6 +7,7 @@ The two loops' 'paper-epoch' schedules differ on purpose: each follows what the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -70,13 +71,18 @@ class Optimisation:
         else:
             loss.backward()
 
-    def step(self) -> None:
-        """Optimiser step (clipping the true, unscaled gradients), schedule step, gradients cleared."""
+    def step(self, clip: Callable[[float], object] | None = None) -> None:
+        """Optimiser step (clipping the true, unscaled gradients), schedule step, gradients cleared.
+
+        clip(max_norm), when given, clips instead of one norm over all parameters (the batched ensemble of
+        pretrain_batched.py clips each member by its own norm)."""
         # An explicit unscale_ is what GradScaler.step does itself for the non-fused AdamW; for the fused one
         # it makes the clipping norm and the inf check use the unscaled gradients.
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
-        if self.grad_clip:
+        if self.grad_clip and clip is not None:
+            clip(self.grad_clip)
+        elif self.grad_clip:
             torch.nn.utils.clip_grad_norm_(
                 [p for group in self.optimizer.param_groups for p in group["params"]], self.grad_clip)
         if self.scaler is not None:

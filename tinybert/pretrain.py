@@ -377,9 +377,10 @@ class MetricsLog:
     checkpoint vote, checked for NaN, shown, passed to on_log), and the per-epoch rows of metrics.csv."""
 
     def __init__(self, path: Path, ckpt_path: Path, cfg: PretrainConfig, device: torch.device, rank: int,
-                 world_size: int, bar: tqdm, on_log: Callable[[dict], None] | None):
+                 world_size: int, bar: tqdm, on_log: Callable[[dict], None] | None, label: str = ""):
         self.path, self.ckpt_path, self.cfg, self.device = path, ckpt_path, cfg, device
         self.rank, self.world_size, self.bar, self.on_log = rank, world_size, bar, on_log
+        self.label = label  # printed before the epoch line (the batched committee: which member)
         self.run_start = time.perf_counter()
         self.last: dict = {}  # the latest log point's numbers, then the latest epoch row: the final metrics
 
@@ -428,7 +429,7 @@ class MetricsLog:
                "elapsed_s": time.perf_counter() - self.run_start}
         if self.rank == 0:
             append_metrics(self.path, row)
-            tqdm.write(f"epoch {epoch}: train loss {row['train_loss']:.4f}  eval loss {eval_loss:.4f}  "
+            tqdm.write(f"{self.label}epoch {epoch}: train loss {row['train_loss']:.4f}  eval loss {eval_loss:.4f}  "
                        f"eval masked-token acc {eval_acc:.4f}  ({row['tokens_per_s']:,.0f} tok/s)")
         self.last = row
         return row
