@@ -461,3 +461,47 @@ def test_each_parallel_worker_gets_its_own_gpu():
     assert [worker_device("cuda", i, 1) for i in range(3)] == ["cuda"] * 3  # one GPU: all share it
     assert worker_device("cuda:2", 1, 4) == "cuda:2"  # an explicit GPU is kept
     assert worker_device("cpu", 3, 0) == "cpu"
+
+
+def test_units_differing_only_in_seed_batch_to_the_records_of_separate_runs(tmp_path):
+    """units.run_finetune_batched (what the runner uses for units that differ only in their seeds) writes, per
+    unit, the records run_finetune writes: the same keys, and with dropout 0 the same numbers to fp32 rounding."""
+    from tinybert.experiments.presets import get_preset
+    from tinybert.experiments.runner import batches_of
+    from tinybert.experiments.units import (Workspace, batch_key, finetune_spec, load_probs, run_finetune,
+                                            run_finetune_batched)
+    from tinybert.runtime import Precision
+
+    preset = get_preset("smoke")
+    spaces = [Workspace(preset, tmp_path / name, precision=Precision("fp32", "test")) for name in ("alone", "batched")]
+    for ws in spaces:
+        ws.units.mkdir(parents=True)
+    model = preset.shallow[0]
+    specs = []
+    for seed, member in ((0, 0), (1, 0), (1, 1)):  # two seeds, and a second committee member of seed 1
+        spec = finetune_spec(spaces[0], model, None, preset.tasks[0], seed, member)
+        spec["model"].update(dropout=0.0, attention_dropout=0.0)
+        specs.append(spec)
+    assert len({batch_key(s) for s in specs}) == 1
+    alone = [run_finetune(spaces[0], s, None, None) for s in specs]
+    batched = run_finetune_batched(spaces[1], specs, None, None)
+    for a, b, spec in zip(alone, batched, specs):
+        assert a.keys() == b.keys()
+        for key in ("accuracy", "final_accuracy", "best_val_accuracy"):
+            assert b[key] == pytest.approx(a[key], abs=1e-6), key
+        assert (b["selected_epoch"], b["steps"], b["n_train"], b["spec"]) == (a["selected_epoch"], a["steps"],
+                                                                               a["n_train"], a["spec"])
+        for ra, rb in zip(a["curve"], b["curve"]):
+            assert rb["train_loss"] == pytest.approx(ra["train_loss"], rel=1e-5)
+            assert rb["test_loss"] == pytest.approx(ra["test_loss"], rel=1e-5)
+        pa, pb = load_probs(spaces[0], spec), load_probs(spaces[1], spec)
+        assert pa.keys() == pb.keys()
+        np.testing.assert_allclose(pb["probs"], pa["probs"], rtol=1e-4, atol=1e-6)
+
+    # the runner batches consecutive units with one key only; a conv model batches within one seed only
+    conv = preset.shallow[1]
+    conv_specs = [finetune_spec(spaces[0], conv, None, preset.tasks[0], seed, member)
+                  for seed, member in ((0, 0), (0, 1), (1, 0))]
+    rows = [type("Row", (), {"ft": s})() for s in specs + conv_specs]  # stand-ins for GridRow (batches_of reads .ft)
+    assert [len(b) for b in batches_of(rows)] == [3, 2, 1]
+    assert [len(b) for b in batches_of(rows, batch=False)] == [1] * 6

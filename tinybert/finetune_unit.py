@@ -104,6 +104,7 @@ class MemberSpec(NamedTuple):
     data: tuple         # (train, val or None/empty, test)
     cfg: FinetuneConfig
     init_seed: int
+    prepare: Callable | None = None  # this member's prepare(model), before the shared one
 
 
 def run_members_batched(specs: Sequence[MemberSpec], num_labels: int, device, precision, *,
@@ -116,6 +117,8 @@ def run_members_batched(specs: Sequence[MemberSpec], num_labels: int, device, pr
     for k, spec in enumerate(specs):
         seed_everything(spec.init_seed)  # as run_member: the fresh layers (or the whole model) draw from it
         model, report = build_classifier(spec.checkpoint, spec.config, num_labels)
+        if spec.prepare is not None:
+            spec.prepare(model)
         if prepare is not None:
             prepare(model)
         if announce is not None:

@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch CPU threads per job (default: torch's default with 1 job, 1 with several)")
         s.add_argument("--no-retry", action="store_true", help="do not retry units that failed before")
         s.add_argument("--progress", action="store_true", help="progress bars inside pre-training")
+        s.add_argument("--no-batch", action="store_true",
+                       help="run every fine-tuning unit on its own (default: units that differ only in their seeds "
+                            "run together as one batched model; with dropout > 0 its dropout masks differ from "
+                            "separate runs')")
     return p
 
 
@@ -82,7 +86,7 @@ def main(argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             return 1 if write_tables(preset, ws) else 0
         failed = run_studies(preset, ws, studies, retry_failed=not args.no_retry, dry_run=args.command == "estimate",
-                             jobs=jobs, threads=threads)
+                             jobs=jobs, threads=threads, batch=not args.no_batch)
     except (DatasetNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

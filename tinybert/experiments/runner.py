@@ -35,9 +35,14 @@ The ETA after each unit rescales the remaining estimate by the measured/estimate
 
 Parallel jobs (`--jobs N`, the cpu preset's default is 2): units run in N spawned worker processes with
 `--threads` torch threads each (default 1); with `--device cuda` and several GPUs, worker i uses GPU i % n
-(`worker_device`). For these small models two 1-thread processes get more done on two cores than one 2-thread
-process. A group (one pre-training plus every unit that starts from it, or one scratch
-unit) always runs in one worker, so a pre-training is never run twice.
+(`worker_device`). For these small models two 1-thread processes get more done on two cores than one
+2-thread process. A group (one pre-training plus every unit that starts from it, or the scratch units that
+can be batched together) always runs in one worker, so a pre-training is never run twice.
+
+Batching (unless --no-batch): consecutive units that differ only in their seeds (units.batch_key: fine-tuning
+seeds, committee members) run as one batched model (units.run_finetune_batched, tinybert/finetune_batched.py),
+each still cached under its own hash with its own records; if the batched run fails, its units run one at a time.
+Baseline units never batch.
 """
 
 from __future__ import annotations
@@ -62,8 +67,9 @@ from tinybert.runtime import git_commit, git_uncommitted_changes
 from .presets import Preset
 from .studies import GridRow, build_grid, registered
 from .tables import write_tables
-from .units import (Workspace, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
-                    record_failure, run_baseline, run_finetune, run_pretrain, spec_hash, write_json_atomic)
+from .units import (Workspace, batch_key, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
+                    record_failure, run_baseline, run_finetune, run_finetune_batched, run_pretrain, spec_hash,
+                    write_json_atomic)
 
 TABLES_EVERY_S = 120  # rewrite results.csv & co. at most this often during a run (and always at the end)
 
@@ -218,7 +224,7 @@ def claim_output(preset: Preset, out: Path) -> None:
 
 
 def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
-                jobs: int = 1, threads: int = 0, log=print) -> int:
+                jobs: int = 1, threads: int = 0, batch: bool = True, log=print) -> int:
     """Plan, estimate, run and tabulate the named registered studies. Returns the number of failed units."""
     out = ws.out
     dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
@@ -239,14 +245,15 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     progress = Progress(todo, estimates, pre_todo, jobs, start, log)
     if jobs > 1 and len(todo) > 1:
         ws.pool()  # build the corpus cache once, here, before the workers read it
-        run_parallel(preset, ws, todo, estimates, pre_todo, jobs, threads, progress, log)
+        run_parallel(preset, ws, todo, estimates, pre_todo, jobs, threads, progress, log, batch)
     else:
         failed_pre: dict[str, str] = {}
         last_tables = start
-        for r in todo:
-            msg, real, est = execute_unit(ws, r, estimates, pre_todo, failed_pre, log,
-                                          prefix=f"[{progress.done + 1}/{len(todo)}]")
-            progress.update(r, msg, real, est)
+        for rows in batches_of(todo, batch):
+            outcomes = execute_units(ws, rows, estimates, pre_todo, failed_pre, log,
+                                     prefix=f"[{progress.done + 1}/{len(todo)}]")
+            for r, (msg, real, est) in zip(rows, outcomes):
+                progress.update(r, msg, real, est)
             if time.perf_counter() - last_tables > TABLES_EVERY_S:  # partial results stay visible during long runs
                 write_tables(preset, ws, log=None)
                 last_tables = time.perf_counter()
@@ -295,36 +302,81 @@ class Progress:
                 f"ETA {fmt_time(self.remaining * ratio / self.jobs)}")
 
 
+def batches_of(rows, batch: bool = True) -> list[list[GridRow]]:
+    """`rows` cut into runs of consecutive units with the same units.batch_key (each run is one batched model;
+    a run of one is a plain unit). Without `batch`, every unit on its own."""
+    out: list[list[GridRow]] = []
+    for r in rows:
+        if batch and out and batch_key(out[-1][0].ft) == batch_key(r.ft):
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
+def execute_units(ws: Workspace, rows: list[GridRow], estimates: dict, pre_todo: dict, failed_pre: dict, log,
+                  prefix: str = "") -> list[tuple[str, float, float]]:
+    """execute_unit for each of `rows` (one batch of batches_of), as one batched fine-tuning when there are
+    several; if that fails, they run one at a time (each failure then recorded on its own unit)."""
+    if len(rows) == 1:
+        return [execute_unit(ws, rows[0], estimates, pre_todo, failed_pre, log, prefix)]
+    start = time.perf_counter()
+    try:
+        pre_info, pre_est = ensure_pretrain(ws, rows[0], estimates, pre_todo, failed_pre, log, prefix)
+        log(f"{prefix} fine-tuning {len(rows)} units as one batched model: {describe(rows[0])} and its other seeds")
+        recs = run_finetune_batched(ws, [r.ft for r in rows], rows[0].pretrain, pre_info)
+    except KeyboardInterrupt:
+        log("\ninterrupted; run the same command again to continue (finished units are kept)")
+        raise
+    except Exception as exc:  # noqa: BLE001 - the units are run (and their failures recorded) one at a time
+        log(f"{prefix} batched fine-tuning failed ({format_exception(exc)[0]}); running its units one at a time")
+        return [execute_unit(ws, r, estimates, pre_todo, failed_pre, log, prefix) for r in rows]
+    real = (time.perf_counter() - start) / len(rows)
+    return [(f"acc {rec['accuracy']:.4f} (last epoch {rec['final_accuracy']:.4f})", real,
+             estimates.get(r.ft_hash, 0.0) + (pre_est if i == 0 else 0.0))
+            for i, (r, rec) in enumerate(zip(rows, recs))]
+
+
+def ensure_pretrain(ws: Workspace, r: GridRow, estimates: dict, pre_todo: dict, failed_pre: dict, log,
+                    prefix: str = "") -> tuple[dict | None, float]:
+    """The unit's pre-training record (None for a scratch unit), pre-training first when it is not done yet;
+    and the estimated seconds of that pre-training when it ran here (else 0). A failed pre-training is remembered
+    in `failed_pre` and raises RuntimeError."""
+    if r.pretrain is None:
+        return None, 0.0
+    h = spec_hash(r.pretrain)
+    if h in failed_pre:
+        raise RuntimeError(f"pre-training {h} failed: {failed_pre[h]}")
+    pre_info = pretrain_done(ws, r.pretrain)
+    if pre_info is not None:
+        return pre_info, 0.0
+    log(f"{prefix} pre-training {r.model.name} on {r.articles} articles ({r.corpus}, seed "
+        f"{r.pretrain_seed}) -> {pretrain_dir(ws, r.pretrain).name} (est. {fmt_time(estimates.get(h, 0))})")
+    try:
+        pre_info = run_pretrain(ws, r.pretrain, log)
+    except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
+        err, tb = format_exception(exc)
+        failed_pre[h] = err
+        write_json_atomic(pretrain_dir(ws, r.pretrain) / "failed.json", {"error": err, "traceback": tb})
+        log(f"{prefix} pre-training FAILED: {err}")
+        raise RuntimeError(f"pre-training {h} failed: {err}") from None
+    log(f"{prefix} pre-trained {r.model.name} on {r.articles} {r.corpus} articles in "
+        f"{fmt_time(pre_info['seconds'])}, held-out masked-token accuracy {pre_info['eval_acc']:.4f}")
+    return pre_info, estimates.get(h, 0.0)
+
+
 def execute_unit(ws: Workspace, r: GridRow, estimates: dict, pre_todo: dict, failed_pre: dict, log,
                  prefix: str = "") -> tuple[str, float, float]:
     """Run one fine-tuning unit (and its pre-training first, when that is not done yet). Any exception is
     recorded in the unit's JSON as a failure; returns (message, seconds, estimated seconds)."""
     unit_start = time.perf_counter()
     est = estimates.get(r.ft_hash, 0.0)
-    pre_info = None
     try:
-        if r.pretrain is not None:
-            h = spec_hash(r.pretrain)
-            if h in failed_pre:
-                raise RuntimeError(f"pre-training {h} failed: {failed_pre[h]}")
-            pre_info = pretrain_done(ws, r.pretrain)
-            if pre_info is None:
-                est += estimates.get(h, 0.0)
-                log(f"{prefix} pre-training {r.model.name} on {r.articles} articles ({r.corpus}, seed "
-                    f"{r.pretrain_seed}) -> {pretrain_dir(ws, r.pretrain).name} (est. {fmt_time(estimates.get(h, 0))})")
-                try:
-                    pre_info = run_pretrain(ws, r.pretrain, log)
-                except Exception as exc:  # noqa: BLE001 - recorded, the run goes on
-                    err, tb = format_exception(exc)
-                    failed_pre[h] = err
-                    write_json_atomic(pretrain_dir(ws, r.pretrain) / "failed.json", {"error": err, "traceback": tb})
-                    log(f"{prefix} pre-training FAILED: {err}")
-                    raise RuntimeError(f"pre-training {h} failed: {err}") from None
-                log(f"{prefix} pre-trained {r.model.name} on {r.articles} {r.corpus} articles in "
-                    f"{fmt_time(pre_info['seconds'])}, held-out masked-token accuracy {pre_info['eval_acc']:.4f}")
         if r.ft["kind"] == "baseline":
             rec = run_baseline(ws, r.ft)
         else:
+            pre_info, pre_est = ensure_pretrain(ws, r, estimates, pre_todo, failed_pre, log, prefix)
+            est += pre_est
             rec = run_finetune(ws, r.ft, r.pretrain, pre_info)
         msg = f"acc {rec['accuracy']:.4f} (last epoch {rec['final_accuracy']:.4f})"
     except KeyboardInterrupt:
@@ -369,32 +421,34 @@ def _worker_init(ws_args: dict, threads: int, slots) -> None:
 
 
 def _worker_group(job) -> list:
-    group, estimates, pre_todo = job
+    group, estimates, pre_todo, batch = job
     ws = _WORKER["ws"]
     failed_pre: dict = {}
     out = []
     log = lambda m: print(m, flush=True)  # noqa: E731 - the workers share the parent's stdout
-    for r in group:
-        msg, real, est = execute_unit(ws, r, estimates, pre_todo, failed_pre, log, prefix="  [worker]")
-        log(f"  [worker] {describe(r)}: {msg} in {fmt_time(real)}")
-        out.append((r.ft_hash, msg, real, est))
+    for rows in batches_of(group, batch):
+        for r, (msg, real, est) in zip(rows, execute_units(ws, rows, estimates, pre_todo, failed_pre, log,
+                                                           prefix="  [worker]")):
+            log(f"  [worker] {describe(r)}: {msg} in {fmt_time(real)}")
+            out.append((r.ft_hash, msg, real, est))
     return out
 
 
 def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs: int, threads: int,
-                 progress: Progress, log) -> None:
+                 progress: Progress, log, batch: bool = True) -> None:
     """Units in `jobs` worker processes (spawned; `threads` torch threads each). A group = the units sharing one
-    pre-training (so it is trained once, by one worker) or one scratch unit; the longest groups go first."""
+    pre-training (so it is trained once, by one worker) or the scratch units of one batch_key (one scratch unit
+    without `batch`); the longest groups go first."""
     import multiprocessing
 
     by_pre: dict = {}
-    groups = []
     for r in todo:
         if r.pretrain is None:
-            groups.append([r])
+            key = ("scratch", batch_key(r.ft) if batch else r.ft_hash)
         else:
-            by_pre.setdefault(spec_hash(r.pretrain), []).append(r)
-    groups += list(by_pre.values())
+            key = ("pre", spec_hash(r.pretrain))
+        by_pre.setdefault(key, []).append(r)
+    groups = list(by_pre.values())
 
     def cost(g):
         pre = estimates.get(spec_hash(g[0].pretrain), 0.0) if g[0].pretrain is not None else 0.0
@@ -413,7 +467,7 @@ def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs:
     last_tables = time.perf_counter()
     try:
         with ctx.Pool(jobs, initializer=_worker_init, initargs=(ws_args, threads, slots)) as pool:
-            for results in pool.imap_unordered(_worker_group, [(g, estimates, pre_todo) for g in groups]):
+            for results in pool.imap_unordered(_worker_group, [(g, estimates, pre_todo, batch) for g in groups]):
                 for h, msg, real, est in results:
                     progress.update(rows[h], msg, real, est, quiet=True)
                 log(f"[{progress.done}/{len(todo)} units done] {progress.status()}")

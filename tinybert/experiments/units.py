@@ -49,7 +49,7 @@ from tinybert.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpo
 from tinybert.config import ModelConfig, make_model_config
 from tinybert.data_dir import resolve_data_dir
 from tinybert.finetune import FinetuneConfig, encode_examples
-from tinybert.finetune_unit import member_seed, run_member
+from tinybert.finetune_unit import MemberSpec, member_seed, run_member, run_members_batched
 from tinybert.model import INIT_STD, BertForMaskedLM, count_parameters, init_weights
 from tinybert.pretrain import MLMData, PretrainConfig, RunOptions, pretrain
 from tinybert.runtime import Precision, channels_last_convs, seed_everything
@@ -427,44 +427,83 @@ def record_failure(ws: Workspace, spec: dict, error: str, tb: str = "") -> dict:
 def run_finetune(ws: Workspace, spec: dict, pretrain: dict | None, pretrain_info: dict | None) -> dict:
     """Fine-tune one unit and write ft-<hash>.json/.npz. `pretrain` is its pre-training spec (None: scratch).
     Exceptions propagate (the runner records them)."""
-    task = TaskSpec(**spec["task"])
-    fcfg = dict(spec["finetune"])
-    max_length = fcfg["max_length"]
-    train, val, test = ws.encoded(task, spec["seed"], max_length)
-    data = ws.task(task, spec["seed"])
-    config = ModelConfig.from_dict(spec["model"])
-    ckpt = None if pretrain is None else ws.checkpoint(pretrain)
-    n_reset = 0
+    unit = _FinetuneInputs(ws, spec, pretrain)
+    member = run_member(unit.ckpt, unit.config, unit.data.num_labels, unit.encoded, unit.cfg, ws.device,
+                        ws.precision, init_seed=spec["init_seed"], prepare=unit.prepare)
+    return unit.write(member, pretrain_info)
 
-    def prepare(model):  # the reset_unseen study's interventions, on the freshly built model
-        nonlocal n_reset
+
+def batch_key(spec: dict) -> str:
+    """Fine-tuning units with equal keys can run as one batched model (run_finetune_batched): they differ only in
+    their seeds. With the conv front end the seed (the rows and batch order) must be equal too, so that the members'
+    batches have equal widths (BatchNorm's training statistics count padding: tinybert/finetune_batched.py)."""
+    if spec.get("kind") == "baseline":  # nothing to batch: a key of its own
+        return "baseline:" + spec_hash(spec)
+    conv = spec["model"].get("conv_layers", 0) > 0
+    drop = ("init_seed",) if conv else ("seed", "init_seed")
+    return json.dumps({k: v for k, v in spec.items() if k not in drop}, sort_keys=True, default=list)
+
+
+def run_finetune_batched(ws: Workspace, specs: list[dict], pretrain: dict | None,
+                         pretrain_info: dict | None) -> list[dict]:
+    """run_finetune for several units of one batch_key at once, as one batched model
+    (finetune_unit.run_members_batched); each unit gets the records a separate run writes (its finetune_seconds
+    is the shared time). Exceptions propagate (the runner then runs the units one at a time)."""
+    if len({batch_key(s) for s in specs}) > 1:
+        raise ValueError("run_finetune_batched: the units differ in more than their seeds")
+    units = [_FinetuneInputs(ws, spec, pretrain) for spec in specs]
+    members = run_members_batched(
+        [MemberSpec(u.ckpt, u.config, u.encoded, u.cfg, u.spec["init_seed"], u.prepare) for u in units],
+        units[0].data.num_labels, ws.device, ws.precision)
+    return [u.write(m, pretrain_info) for u, m in zip(units, members)]
+
+
+class _FinetuneInputs:
+    """One fine-tuning unit's inputs (task sample, encoding, model config, checkpoint, recipe, interventions) and
+    the writing of its records."""
+
+    def __init__(self, ws: Workspace, spec: dict, pretrain: dict | None):
+        self.ws, self.spec, self.pretrain = ws, spec, pretrain
+        self.task = TaskSpec(**spec["task"])
+        fcfg = dict(spec["finetune"])
+        self.encoded = ws.encoded(self.task, spec["seed"], fcfg["max_length"])
+        self.data = ws.task(self.task, spec["seed"])
+        self.config = ModelConfig.from_dict(spec["model"])
+        self.ckpt = None if pretrain is None else ws.checkpoint(pretrain)
+        self.cfg = FinetuneConfig(**fcfg, seed=spec["seed"], log_every=50)
+        self.n_reset = 0
+
+    def prepare(self, model):  # the reset_unseen study's interventions, on the freshly built model
+        spec, ws = self.spec, self.ws
         if spec.get("reset_unseen"):
-            n_reset = reset_unseen_rows(model, ws.corpus_counts(pretrain["corpus"]), ws.exclude, spec["init_seed"])
+            self.n_reset = reset_unseen_rows(model, ws.corpus_counts(self.pretrain["corpus"]), ws.exclude,
+                                             spec["init_seed"])
         if spec.get("reinit_blocks"):
             reinit_blocks(model, spec["init_seed"])
 
-    cfg = FinetuneConfig(**fcfg, seed=spec["seed"], log_every=50)
-    member = run_member(ckpt, config, data.num_labels, (train, val, test), cfg, ws.device, ws.precision,
-                        init_seed=spec["init_seed"], prepare=prepare)
-    res = member.result
-    overlap = ws.task_overlap(task, spec["seed"], None if pretrain is None else pretrain["corpus"])
-    json_path, npz_path = ft_paths(ws, spec)
-    atomic.write_npz_atomic(npz_path, **{k: (v if k == "labels" else v.astype(np.float32))
-                                         for k, v in member.arrays().items()})
-    rec = {
-        "hash": spec_hash(spec), "spec": spec, "status": "ok", "error": "",
-        "accuracy": res["selected_test_acc"], "final_accuracy": res["final_test_acc"],
-        "best_val_accuracy": res["best_val_acc"], "selected_epoch": res["selected_epoch"], "lr": cfg.lr,
-        "selected_last_epoch": res["selected_epoch"] == len(res["curve"]) - 1,
-        "selection": res["selection"], "steps": res["steps"], "finetune_seconds": member.seconds,
-        "setting": data.setting, "num_labels": data.num_labels,
-        "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": member.params,
-        "overlap": {k: overlap[k] for k in ("overlap_tokens", "overlap_types", "task_tokens", "task_types")},
-        "pretrain": pretrain_info, "reset_rows": n_reset, "curve": res["curve"], "notes": data.notes,
-        "device": ws.machine, "precision": ws.precision.name, "date": now(),
-    }
-    write_json_atomic(json_path, rec)
-    return rec
+    def write(self, member, pretrain_info: dict | None) -> dict:
+        """ft-<hash>.npz and ft-<hash>.json from the member's result; returns the JSON record."""
+        ws, spec, pretrain, data = self.ws, self.spec, self.pretrain, self.data
+        train, val, test = self.encoded
+        res = member.result
+        overlap = ws.task_overlap(self.task, spec["seed"], None if pretrain is None else pretrain["corpus"])
+        json_path, npz_path = ft_paths(ws, spec)
+        atomic.write_npz_atomic(npz_path, **{k: (v if k == "labels" else v.astype(np.float32))
+                                             for k, v in member.arrays().items()})
+        rec = {
+            "hash": spec_hash(spec), "spec": spec, "status": "ok", "error": "",
+            "accuracy": res["selected_test_acc"], "final_accuracy": res["final_test_acc"],
+            "best_val_accuracy": res["best_val_acc"], "selected_epoch": res["selected_epoch"], "lr": self.cfg.lr,
+            "selected_last_epoch": res["selected_epoch"] == len(res["curve"]) - 1,
+            "selection": res["selection"], "steps": res["steps"], "finetune_seconds": member.seconds,
+            "setting": data.setting, "num_labels": data.num_labels,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test), "params": member.params,
+            "overlap": {k: overlap[k] for k in ("overlap_tokens", "overlap_types", "task_tokens", "task_types")},
+            "pretrain": pretrain_info, "reset_rows": self.n_reset, "curve": res["curve"], "notes": data.notes,
+            "device": ws.machine, "precision": ws.precision.name, "date": now(),
+        }
+        write_json_atomic(json_path, rec)
+        return rec
 
 
 BASELINE_MODEL = "bag-of-words"
