@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from tinybert.bench import fixed_mlm_batch, synchronize
 from tinybert.config import make_model_config
+from tinybert.masking import mlm_targets
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM, attention_bias, flops_per_token
 
 _SDPA_OP = re.compile(r"^aten::_scaled_dot_product_(\w+?)(_backward)?$")
@@ -99,8 +100,10 @@ class MLMStep:
         fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.01, **fused)
         self.net = torch.compile(self.model, backend=compile) if compile else self.model
-        self.ids, self.labels = fixed_mlm_batch(batch, seq_len, vocab_size, mask_id=4, device=device, seed=seed)
-        self.predicted = int((self.labels != IGNORE_INDEX).sum())
+        self.ids, labels = fixed_mlm_batch(batch, seq_len, vocab_size, mask_id=4, device=device, seed=seed)
+        self.predicted = int((labels != IGNORE_INDEX).sum())
+        # the masked slots gathered on the host, as pretrain.step_inputs does: the step itself has no host sync
+        self.labels = mlm_targets(labels.cpu()).to(device)
 
     def __call__(self) -> torch.Tensor:
         with self.precision.autocast(self.device):
