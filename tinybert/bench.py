@@ -188,8 +188,10 @@ def bench_model(preset: str, precision, device, batch_size=32, seq_len=128, step
     tokens = batch_size * seq_len
     step_med, step_min = statistics.median(times), min(times)
     fpt = flops_per_token(config, mlm_fraction=n_pred / tokens, seq_len=seq_len)
-    # the sparse path computes the last block's queries onward and the head on all B x M target slots
-    slots = targets.positions.numel() if last_block == "sparse" else n_pred
+    # the sparse path computes the last block's queries and attention on the B x M target slots, and from the
+    # out-projection on (FFN, norms, the head) the N_pad used rows only; counted here as N_pad throughout (the
+    # queries and attention of the extra slots are a few % of the step)
+    slots = targets.used.numel() if last_block == "sparse" else n_pred
     exec_fpt = executed_flops_per_token(config, slots / tokens, seq_len, last_block)
     result = {
         "model": preset, "precision": precision.name, "device": str(device), "batch_size": batch_size,
