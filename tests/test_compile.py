@@ -19,7 +19,7 @@ import train
 from tinybert.checkpoint import load_checkpoint
 from tinybert.config import make_model_config
 from tinybert.model import BertForMaskedLM
-from tinybert.masking import mlm_targets
+from tinybert.masking import compact_targets, mlm_targets
 from tinybert.model import IGNORE_INDEX
 from tinybert.optim import Optimisation
 from tinybert.pretrain import ForwardBackward, MLMData, PretrainConfig, RunOptions, pretrain
@@ -130,7 +130,8 @@ def counting_backend(graphs):
 
 
 def test_one_graph_across_widths_and_target_buckets(tmp_path):
-    """Batches of different token widths and M buckets run the one compiled graph: no recompile, no graph break."""
+    """Batches of different token widths, M buckets and compacted row counts run the one compiled graph: no
+    recompile, no graph break."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = BertForMaskedLM(make_model_config("tiny", vocab_size=len(VOCAB), max_position=40, dropout=0.0,
@@ -140,12 +141,14 @@ def test_one_graph_across_widths_and_target_buckets(tmp_path):
     graphs = []
     step = ForwardBackward(model, counting_backend(graphs), opt, torch.device("cpu"), Precision("fp32", "t"), False)
     g = torch.Generator().manual_seed(0)
-    for width, predicted in [(16, 3), (24, 12), (12, 9), (32, 20), (40, 2)]:  # M = 8, 16, 16, 24, 8
+    # M = 8, 16, 16, 24, 8; used rows 4 x predicted, compacted to a multiple of 8: 16, 48, 40, 80, 8 (of B*M = 32,
+    # 64, 64, 96, 32), as step_inputs builds them (with USED_MULTIPLE = 64, all these tiny batches would be capped)
+    for width, predicted in [(16, 3), (24, 12), (12, 9), (32, 20), (40, 2)]:
         ids = torch.randint(5, len(VOCAB), (4, width), generator=g)
         labels = torch.full_like(ids, IGNORE_INDEX)
         labels[:, 1:predicted + 1] = ids[:, 1:predicted + 1]
         attn = torch.arange(width)[None, :] < torch.tensor([width, width - 1, width - 2, predicted + 1])[:, None]
-        out = step(ids, attn, mlm_targets(labels), None)
+        out = step(ids, attn, compact_targets(mlm_targets(labels), multiple=8), None)
         opt.step()
         assert torch.isfinite(out.loss)
     assert step.compiled and len(graphs) == 1

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tinybert.masking import MLMMasker, is_special_token, mlm_targets
+from tinybert.masking import MLMMasker, compact_targets, is_special_token, mlm_targets
 from tinybert.model import IGNORE_INDEX
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]"] + [f"w{i}" for i in range(200)]
@@ -101,3 +101,32 @@ def test_mlm_targets_keeps_leading_dims_and_caps_slots_at_the_row_length():
     assert torch.equal(out.labels, labels)
     with pytest.raises(ValueError, match="multiple"):
         mlm_targets(labels, multiple=0)
+
+
+@pytest.mark.parametrize("multiple,n_pad", [(1, None), (7, None), (64, 60)])  # 64: capped at B*M = 6 x 10
+def test_compact_targets_list_the_used_slots_in_order_then_padding(multiple, n_pad):
+    g = torch.Generator().manual_seed(4)
+    labels = torch.where(torch.rand(6, 20, generator=g) < 0.3, torch.randint(5, 99, (6, 20), generator=g),
+                         torch.full((6, 20), IGNORE_INDEX))
+    labels[2] = IGNORE_INDEX  # a row with nothing to predict
+    slots = mlm_targets(labels, multiple=10)
+    out = compact_targets(slots, multiple)
+    assert torch.equal(out.positions, slots.positions) and torch.equal(out.labels, slots.labels)
+    # the slow way: walk the B x M slots row by row
+    flat = slots.labels.reshape(-1).tolist()
+    used = [i for i, y in enumerate(flat) if y != IGNORE_INDEX]
+    n_pad = n_pad or -(-len(used) // multiple) * multiple
+    assert len(used) % 7 != 0  # multiple 7 really pads
+    assert out.used.tolist() == used + [0] * (n_pad - len(used))
+    assert out.used_labels.tolist() == [flat[i] for i in used] + [IGNORE_INDEX] * (n_pad - len(used))
+    assert out.used.dtype == out.used_labels.dtype == torch.long
+
+
+def test_compact_targets_of_nothing_keeps_a_row_and_rejects_bad_input():
+    out = compact_targets(mlm_targets(torch.full((3, 5), IGNORE_INDEX)), multiple=4)
+    assert out.used.tolist() == [0] * 4 and out.used_labels.tolist() == [IGNORE_INDEX] * 4  # M = 5: 15 slots
+    assert compact_targets(mlm_targets(torch.full((1, 2), IGNORE_INDEX)), multiple=64).used.numel() == 2  # B*M
+    with pytest.raises(ValueError, match="multiple"):
+        compact_targets(mlm_targets(torch.zeros(2, 3, dtype=torch.long)), multiple=0)
+    with pytest.raises(ValueError, match=r"\(B, M\)"):
+        compact_targets(mlm_targets(torch.zeros(2, 3, 4, dtype=torch.long)))

@@ -1,13 +1,15 @@
 """The restricted last block of BertForMaskedLM.forward (tinybert/model.py): only the (B, M) target slots that
-tinybert.masking.mlm_targets picks on the host are computed in the last transformer block. It must give the loss,
-logits and gradients of the dense reference (`forward_dense`: full encoder, head on every position) in fp32 with
-dropout off, whatever the number of slots (M rounded up to a multiple of 8, or exact, or every position)."""
+tinybert.masking.mlm_targets picks on the host are computed in the last transformer block, and with
+masking.compact_targets only the used ones among them after attention. It must give the loss, logits and gradients
+of the dense reference (`forward_dense`: full encoder, head on every position) in fp32 with dropout off, whatever
+the number of slots (M rounded up to a multiple of 8, or exact, or every position) and of compacted rows (exact,
+padded, capped at B*M, or not compacted)."""
 
 import pytest
 import torch
 
 from tinybert.config import make_model_config
-from tinybert.masking import mlm_targets
+from tinybert.masking import CompactTargets, compact_targets, mlm_targets
 from tinybert.model import IGNORE_INDEX, BertEncoder, BertForMaskedLM
 
 V = 97
@@ -37,15 +39,24 @@ def grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("layers,conv,padded,multiple", [(1, 0, True, 8), (2, 0, True, 1), (2, 0, False, 8),
-                                                          (1, 2, True, 8), (2, 0, True, 12)])
-def test_restricted_last_block_matches_dense(layers, conv, padded, multiple):
+# compact: None = plain MLMTargets (every slot runs the whole last block); else compact_targets' multiple: 1 = exactly
+# the used rows, 5 = a few padding rows, 64 = capped at B*M (as many rows as slots, the padding pointing at slot 0)
+@pytest.mark.parametrize("layers,conv,padded,multiple,compact", [
+    (1, 0, True, 8, None), (2, 0, True, 1, None), (2, 0, False, 8, None), (1, 2, True, 8, None),
+    (2, 0, True, 12, None), (1, 0, True, 8, 1), (2, 0, True, 8, 5), (2, 0, False, 1, 64), (1, 2, True, 12, 5),
+    (2, 0, True, 12, 64)])
+def test_restricted_last_block_matches_dense(layers, conv, padded, multiple, compact):
     torch.manual_seed(0)
     model = BertForMaskedLM(cfg(layers=layers, conv_layers=conv, conv_channels=4)).eval()
     ids, mask, labels = data(padded=padded)
     attn = mask if padded else None
     sel = labels != IGNORE_INDEX
     targets = mlm_targets(labels, multiple)  # multiple 12 = T: every position is a slot
+    rows = targets.positions.numel()
+    if compact is not None:
+        targets = compact_targets(targets, compact)
+        rows = min(-(-int(sel.sum()) // compact) * compact, rows)
+        assert int(sel.sum()) % compact != 0 or compact == 1  # the cases below do pad (a test that can fail)
 
     sparse = model(ids, attn, targets)
     sparse.loss.backward()
@@ -56,7 +67,7 @@ def test_restricted_last_block_matches_dense(layers, conv, padded, multiple):
     g_dense = grads(model)
 
     used = sparse.labels != IGNORE_INDEX
-    assert sparse.logits.shape == (targets.positions.numel(), V) and int(used.sum()) == int(sel.sum())
+    assert sparse.logits.shape == (rows, V) and int(used.sum()) == int(sel.sum())
     torch.testing.assert_close(sparse.loss, dense.loss)
     torch.testing.assert_close(sparse.logits[used], dense.logits[sel])  # slots are row-major, positions ascending
     torch.testing.assert_close(sparse.labels[used], labels[sel])
@@ -69,8 +80,26 @@ def test_dense_labels_are_turned_into_targets():
     torch.manual_seed(0)
     model = BertForMaskedLM(cfg(layers=2)).eval()
     ids, mask, labels = data()
-    a, b = model(ids, mask, labels), model(ids, mask, mlm_targets(labels))
+    a, b = model(ids, mask, labels), model(ids, mask, compact_targets(mlm_targets(labels)))
     assert torch.equal(a.loss, b.loss) and torch.equal(a.labels, b.labels)
+    plain = model(ids, mask, mlm_targets(labels))  # and the uncompacted path gives the same loss
+    torch.testing.assert_close(plain.loss, a.loss)
+
+
+def test_compacted_rows_equal_picking_rows_of_the_slots():
+    torch.manual_seed(0)
+    enc = BertEncoder(cfg(layers=2)).eval()
+    ids, mask, labels = data()
+    targets = compact_targets(mlm_targets(labels), multiple=8)
+    assert isinstance(targets, CompactTargets) and targets.used.numel() % 8 == 0
+    with torch.no_grad():
+        slots = enc(ids, mask, positions=targets.positions)
+        rows = enc(ids, mask, positions=targets.positions, used=targets.used)
+    torch.testing.assert_close(rows, slots.reshape(-1, slots.size(-1))[targets.used])
+    with pytest.raises(ValueError, match="used must be"):
+        enc(ids, mask, used=targets.used)
+    with pytest.raises(ValueError, match="used must be"):
+        enc(ids, mask, positions=targets.positions, used=targets.used[None])
 
 
 def test_encoder_positions_equal_picking_rows_of_the_full_output():
@@ -96,5 +125,6 @@ def test_restricted_path_trains_with_dropout_and_bf16():
         with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=autocast):
             out = model(ids, mask, labels)
         out.loss.backward()
-        assert torch.isfinite(out.loss) and out.logits.shape == (mlm_targets(labels).positions.numel(), V)
+        rows = compact_targets(mlm_targets(labels)).used.numel()
+        assert torch.isfinite(out.loss) and out.logits.shape == (rows, V)
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -10,7 +10,7 @@ import torch
 from tinybert.bench import forward_full_last_block
 from tinybert.config import make_model_config
 from tinybert.data import TokenBatches
-from tinybert.masking import MLMMasker
+from tinybert.masking import CompactTargets, MLMMasker
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM
 from tinybert.pretrain import ForwardBackward, PretrainConfig, TrainingState, step_inputs
 from tinybert.runtime import Precision
@@ -54,6 +54,7 @@ def test_a_training_step_has_no_host_sync(precision, conv):
 
     for _, masked, attn, targets, _, _ in inputs:
         assert attn is not None  # the padded path (the mask reaches attention and the conv front end)
+        assert isinstance(targets, CompactTargets)  # the compacted last block and head
         assert count_sync_ops(step, masked, attn, targets) == {}
     assert torch.isfinite(loss_acc) and loss_acc > 0
     assert all(p.grad is None for p in model.parameters())  # the step really ran to the end (zero_grad)

@@ -24,8 +24,10 @@ last block of BertForMaskedLM.forward) shows up as a higher MFU, and can even pu
 executed are reported too ("exec" utilisation), which is the honest measure of kernel efficiency.
 
 Hidden knobs for experiments: --last-block full (the whole last block, then select the masked rows: the
-pre-§0.2 path), --optimizer foreach|fused|loop, --no-mmap (glibc malloc: no mmap for big blocks, no trimming;
-on CPU this avoids page faults on every large allocation), --threads N.
+pre-§0.2 path), --masking random (each position predicted with probability 0.15, as in training, instead of
+exactly 15% of every row: the per-row counts vary, as they do in pre-training), --optimizer foreach|fused|loop,
+--no-mmap (glibc malloc: no mmap for big blocks, no trimming; on CPU this avoids page faults on every large
+allocation), --threads N.
 
 This module only measures; training code never imports it.
 """
@@ -82,14 +84,22 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes=DEFAULT_PEAK_SIZ
     return {"best": max(by_size.values()), "by_size": by_size}
 
 
-def fixed_mlm_batch(batch_size: int, seq_len: int, vocab_size: int, mask_id: int, device, mlm_prob=0.15, seed=0):
-    """Full rows of random ids with exactly round(mlm_prob * seq_len) predicted positions per row (a constant
-    count, as Cramming does, so the step shape never changes). -> (input_ids, labels), labels -100 elsewhere."""
+def fixed_mlm_batch(batch_size: int, seq_len: int, vocab_size: int, mask_id: int, device, mlm_prob=0.15, seed=0,
+                    masking: str = "fixed"):
+    """Full rows of random ids with exactly round(mlm_prob * seq_len) predicted positions per row (masking
+    'fixed': a constant count, as Cramming does, so the step shape never changes), or each position predicted
+    with probability mlm_prob (masking 'random', as MLMMasker draws them: per-row counts vary, so the B x M target
+    slots hold more unused ones). -> (input_ids, labels), labels -100 elsewhere."""
+    if masking not in ("fixed", "random"):
+        raise ValueError(f"masking must be 'fixed' or 'random', got {masking!r}")
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, vocab_size, (batch_size, seq_len), generator=g)
-    k = max(1, round(mlm_prob * seq_len))
-    pos = torch.rand(batch_size, seq_len, generator=g).argsort(dim=1)[:, :k]
-    pick = torch.zeros(batch_size, seq_len, dtype=torch.bool).scatter_(1, pos, True)
+    if masking == "random":
+        pick = torch.rand(batch_size, seq_len, generator=g) < mlm_prob
+    else:
+        k = max(1, round(mlm_prob * seq_len))
+        pos = torch.rand(batch_size, seq_len, generator=g).argsort(dim=1)[:, :k]
+        pick = torch.zeros(batch_size, seq_len, dtype=torch.bool).scatter_(1, pos, True)
     labels = ids.masked_fill(~pick, IGNORE_INDEX)
     inputs = ids.masked_fill(pick, mask_id)
     return inputs.to(device), labels.to(device)
@@ -133,7 +143,7 @@ def forward_full_last_block(model, input_ids, attention_mask, labels):
 
 def bench_model(preset: str, precision, device, batch_size=32, seq_len=128, steps=10, warmup=2,
                 vocab_size=30522, optimizer="default", compile_model=False, mlm_prob=0.15, last_block="sparse",
-                overrides=None) -> dict:
+                overrides=None, masking="fixed") -> dict:
     """Time `steps` full MLM training steps after `warmup` untimed ones. Returns a dict of the measurements."""
     torch.manual_seed(0)
     config = make_model_config(preset, vocab_size=vocab_size, max_position=max(seq_len, 128), **(overrides or {}))
@@ -141,7 +151,8 @@ def bench_model(preset: str, precision, device, batch_size=32, seq_len=128, step
     opt = make_optimizer(model, optimizer)
     net = torch.compile(model) if compile_model else model
     scaler = torch.amp.GradScaler(device.type) if precision.needs_grad_scaler else None
-    ids, labels = fixed_mlm_batch(batch_size, seq_len, vocab_size, mask_id=4, device=device, mlm_prob=mlm_prob)
+    ids, labels = fixed_mlm_batch(batch_size, seq_len, vocab_size, mask_id=4, device=device, mlm_prob=mlm_prob,
+                                  masking=masking)
     n_pred = int((labels != IGNORE_INDEX).sum())
     targets = dense_to_targets(labels)  # gathered once on the host, as pretrain's step_inputs does per batch
 
@@ -178,13 +189,16 @@ def bench_model(preset: str, precision, device, batch_size=32, seq_len=128, step
     tokens = batch_size * seq_len
     step_med, step_min = statistics.median(times), min(times)
     fpt = flops_per_token(config, mlm_fraction=n_pred / tokens, seq_len=seq_len)
-    # the sparse path computes the last block's queries onward and the head on all B x M target slots
-    slots = targets.positions.numel() if last_block == "sparse" else n_pred
+    # the sparse path computes the last block's queries and attention on the B x M target slots, and from the
+    # out-projection on (FFN, norms, the head) the N_pad used rows only; counted here as N_pad throughout (the
+    # queries and attention of the extra slots are a few % of the step)
+    slots = targets.used.numel() if last_block == "sparse" else n_pred
     exec_fpt = executed_flops_per_token(config, slots / tokens, seq_len, last_block)
     result = {
         "model": preset, "precision": precision.name, "device": str(device), "batch_size": batch_size,
         "seq_len": seq_len, "steps": steps, "warmup": warmup, "optimizer": optimizer, "compile": compile_model,
-        "last_block": last_block, "threads": torch.get_num_threads(), "params": count_parameters(model),
+        "last_block": last_block, "masking": masking, "threads": torch.get_num_threads(),
+        "params": count_parameters(model),
         "predicted_per_step": n_pred, "slots_per_step": slots, "step_s": step_med, "step_s_min": step_min,
         "step_s_all": times,
         "process_cpu_s_min": min(cpu_times),
@@ -231,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-sizes", type=int, nargs="+", default=list(DEFAULT_PEAK_SIZES), help=argparse.SUPPRESS)
     p.add_argument("--peak-repeats", type=int, default=5, help=argparse.SUPPRESS)
     p.add_argument("--last-block", default="sparse", choices=["sparse", "full"], help=argparse.SUPPRESS)
+    p.add_argument("--masking", default="fixed", choices=["fixed", "random"], help=argparse.SUPPRESS)
     p.add_argument("--no-mmap", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -278,7 +293,7 @@ def main(argv=None) -> dict:
     for model_name in args.models:
         for p in precisions:
             r = bench_model(model_name, p, device, args.batch_size, args.seq_len, steps, warmup, args.vocab_size,
-                            args.optimizer, args.compile, last_block=args.last_block)
+                            args.optimizer, args.compile, last_block=args.last_block, masking=args.masking)
             results.append(r)
             print(f"  measured {model_name} {p.name}: {r['step_s'] * 1e3:,.1f} ms/step (median), "
                   f"{r['tokens_per_s']:,.0f} tokens/s", flush=True)

@@ -15,9 +15,10 @@ builders swapped [PAD]/[CLS] and froze the [CLS] row at zero), and a conv front 
 into real tokens (docs/paper-recipe.md#where-we-differ-from-the-authors-code). The MLM head runs only on the masked
 positions (for BERT-1 the 30522-way decoder is most of the compute: for bert1-h8, predicting only the 15% masked
 positions cuts a step's FLOPs ~3.4x, tests/test_model.py), and so does the last block after its keys and values.
-The host picks those positions (tinybert.masking.mlm_targets: M slots per row, M rounded up to a multiple of 8), so
-the forward has static shapes and never waits on the device (tests/test_sync_free.py); `forward_dense` keeps the
-obviously-correct dense version as a reference.
+The host picks those positions (tinybert.masking.mlm_targets: M slots per row, M rounded up to a multiple of 8) and
+the used slots among them (masking.compact_targets: N_pad rows, a multiple of 64: after attention the last block and
+the head run on those only, not on all B x M slots), so the forward has static shapes and never waits on the device
+(tests/test_sync_free.py); `forward_dense` keeps the obviously-correct dense version as a reference.
 """
 
 from __future__ import annotations
@@ -89,11 +90,12 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(self.hidden, self.hidden)
         self.attention_dropout = config.attention_dropout
 
-    def forward(self, x, key_padding_mask=None, x_rows=None):
+    def forward(self, x, key_padding_mask=None, x_rows=None, used=None):
         """x: (B, T, H) -> (B, T, H). With x_rows, (B, M, H) rows of x (the sparse MLM path), only their queries
-        are computed (keys and values still cover every token) -> (B, M, H)."""
+        are computed (keys and values still cover every token) -> (B, M, H); with `used` too, (N,) flat indices
+        into those B*M rows, only those rows of the attention output go through the out-projection -> (N, H)."""
         if x_rows is not None:
-            return self._forward_rows(x, key_padding_mask, x_rows)
+            return self._forward_rows(x, key_padding_mask, x_rows, used)
         B, T, _ = x.shape
         q, k, v = self.qkv(x).split(self.hidden, dim=-1)
         # (B, T, H) -> (B, heads, T, head_size); head i owns rows [i*head_size, (i+1)*head_size), as in HF
@@ -103,7 +105,7 @@ class SelfAttention(nn.Module):
         y = y.transpose(1, 2).reshape(B, T, self.hidden)
         return self.out(y)
 
-    def _forward_rows(self, x, key_padding_mask, x_rows):
+    def _forward_rows(self, x, key_padding_mask, x_rows, used):
         # Queries of the M selected rows of each sequence only; K and V over all T tokens.
         B, T, H = x.shape
         M = x_rows.size(1)
@@ -113,7 +115,10 @@ class SelfAttention(nn.Module):
         k, v = (t.view(B, T, self.heads, self.head_size).transpose(1, 2) for t in (k, v))
         dropout_p = self.attention_dropout if self.training else 0.0
         y = sdpa_attention(q, k, v, key_padding_mask, dropout_p)  # (B, heads, M, head_size)
-        return self.out(y.transpose(1, 2).reshape(B, M, H))
+        y = y.transpose(1, 2).reshape(B, M, H)
+        if used is not None:
+            y = y.reshape(B * M, H)[used]  # (N, H): the out-projection only on the used slots
+        return self.out(y)
 
 
 class Block(nn.Module):
@@ -128,18 +133,22 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(config.hidden, eps=config.layer_norm_eps)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x, key_padding_mask=None, positions=None):
+    def forward(self, x, key_padding_mask=None, positions=None, used=None):
         """x: (B, T, H) -> (B, T, H). With `positions` (B, M), indices into each row's T tokens, only those
         positions are computed, attending to all tokens, -> (B, M, H). Everything after attention is per
-        position, so this equals the full block followed by picking those rows."""
+        position, so this equals the full block followed by picking those rows. With `used` too, (N,) flat indices
+        into the B*M slots (masking.CompactTargets), the queries and attention still run on the (B, M) slots (a
+        rectangular batch for SDPA, and cheap), but the out-projection, FFN and norms only on those N rows
+        -> (N, H): with per-row counts that vary, B*M is ~1.7x the used slots."""
         if positions is None:
             residual, attended = x, self.attn(x, key_padding_mask)
         else:
             B, T, H = x.shape
             flat = positions + torch.arange(B, device=positions.device)[:, None] * T  # (B, M) into B*T
             # a gather whose shape comes with the input (M), no host sync; not index_select: slow CPU backward
-            residual = x.reshape(B * T, H)[flat]
-            attended = self.attn(x, key_padding_mask, x_rows=residual)
+            rows = x.reshape(B * T, H)[flat]
+            residual = rows if used is None else x.reshape(B * T, H)[flat.reshape(-1)[used]]  # (N, H)
+            attended = self.attn(x, key_padding_mask, x_rows=rows, used=used)
         x = self.norm1(residual + self.drop(attended))
         x = self.norm2(x + self.drop(self.fc2(F.gelu(self.fc1(x)))))  # exact (erf) GELU, as BERT
         return x
@@ -239,16 +248,21 @@ class BertEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.apply(init_weights)  # so a bare encoder is usable too; the task models re-apply it to their heads
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, positions=None, used=None):
         """input_ids: (B, T) long. attention_mask: (B, T) bool/int, True/1 = real token, or None when every
         position is real (then SDPA gets no mask and may use the flash kernel; we never inspect the mask's
         values to decide that, which would cost a host sync). token_type_ids: (B, T) or None (= all 0).
         positions: optional (B, M) long, indices into each row's T tokens: the last block computes only those
-        positions and the result is (B, M, H) instead of (B, T, H) (the sparse MLM path)."""
+        positions and the result is (B, M, H) instead of (B, T, H) (the sparse MLM path). used: optional (N,)
+        long with positions, flat indices into the B*M slots: the last block computes those rows only after
+        attention and the result is (N, H) (Block.forward)."""
         key_padding_mask = None if attention_mask is None else attention_mask.bool()
         if positions is not None and (positions.dim() != 2 or positions.size(0) != input_ids.size(0)):
             raise ValueError(f"positions must be (B, M) with B = {input_ids.size(0)} rows, "
                              f"got {tuple(positions.shape)}")
+        if used is not None and (positions is None or used.dim() != 1):
+            raise ValueError(f"used must be (N,) flat indices into the (B, M) positions, got "
+                             f"{tuple(used.shape)}{' without positions' if positions is None else ''}")
         x = self.embeddings(input_ids, token_type_ids)
         if self.conv is not None:
             x = self.conv(x, key_padding_mask)
@@ -256,7 +270,7 @@ class BertEncoder(nn.Module):
         bias = None if key_padding_mask is None else attention_bias(key_padding_mask, compute_dtype(x))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, bias, positions if i == last else None)
+            x = block(x, bias, positions if i == last else None, used if i == last else None)
         return x
 
 
@@ -279,8 +293,9 @@ class MLMHead(nn.Module):
 
 class MLMOutput(NamedTuple):
     loss: torch.Tensor | None    # scalar mean cross-entropy over the predicted positions
-    logits: torch.Tensor         # (B*M, V) for the B x M target slots; (B, T, V) when no labels were given
-    labels: torch.Tensor | None  # (B*M,) targets matching logits' rows, IGNORE_INDEX in the unused slots
+    logits: torch.Tensor         # (N_pad, V) for CompactTargets' used rows, (B*M, V) for MLMTargets' B x M slots;
+                                 # (B, T, V) when no labels were given
+    labels: torch.Tensor | None  # targets matching logits' rows, IGNORE_INDEX in the unused slots and the padding
 
 
 class BertForMaskedLM(nn.Module):
@@ -295,22 +310,26 @@ class BertForMaskedLM(nn.Module):
         self.apply(init_weights)
 
     def forward(self, input_ids, attention_mask=None, labels=None, token_type_ids=None) -> MLMOutput:
-        """labels: a tinybert.masking.MLMTargets (the training loop's: (B, M) positions and their labels, built on
-        the host), or (B, T) long dense labels with IGNORE_INDEX (-100) where the position is not predicted (a
-        convenience: turned into MLMTargets here, which reads them on the host, a sync on CUDA).
+        """labels: a tinybert.masking.CompactTargets (the training loop's: (B, M) positions and their labels, and
+        the N_pad used slots among them, built on the host), a plain MLMTargets (no compaction), or (B, T) long
+        dense labels with IGNORE_INDEX (-100) where the position is not predicted (a convenience: turned into
+        CompactTargets here, which reads them on the host, a sync on CUDA).
 
-        Only the B x M target slots are computed after the last block's keys and values: its queries, attention
-        output, FFN and norms, then the head: logits (B*M, V), labels (B*M,), unused slots ignored by the loss.
-        With MLMTargets nothing here depends on the data's values: no `nonzero`, no `.item()`, no shape that
-        the device must report (tests/test_sync_free.py). Without labels, logits for every position (B, T, V).
-        `forward_dense` is the reference.
+        Only the B x M target slots are computed after the last block's keys and values: its queries and
+        attention; with CompactTargets the out-projection, FFN, norms and the head then run on the N_pad used
+        rows only: logits (N_pad, V), labels (N_pad,), the padding rows ignored by the loss. With MLMTargets all
+        of it runs on the slots: logits (B*M, V), labels (B*M,), unused slots ignored by the loss.
+        With either kind of targets nothing here depends on the data's values: no `nonzero`, no `.item()`, no
+        shape that the device must report (tests/test_sync_free.py). Without labels, logits for every position
+        (B, T, V). `forward_dense` is the reference.
         """
         if labels is None:
             return MLMOutput(None, self.mlm_head(self.bert(input_ids, attention_mask, token_type_ids)), None)
         targets = dense_to_targets(labels) if isinstance(labels, torch.Tensor) else labels
-        hidden = self.bert(input_ids, attention_mask, token_type_ids, positions=targets.positions)  # (B, M, H)
-        logits = self.mlm_head(hidden).flatten(0, 1)
-        flat_labels = targets.labels.reshape(-1)
+        used = getattr(targets, "used", None)  # CompactTargets has it; a plain MLMTargets does not
+        hidden = self.bert(input_ids, attention_mask, token_type_ids, positions=targets.positions, used=used)
+        logits = self.mlm_head(hidden).reshape(-1, self.config.vocab_size)  # (N_pad or B*M, V)
+        flat_labels = targets.labels.reshape(-1) if used is None else targets.used_labels
         # sum / count with the count on the device (clamped: nothing to predict gives loss 0 with a graph, not NaN)
         count = flat_labels.ne(IGNORE_INDEX).sum().clamp(min=1)
         loss = F.cross_entropy(logits.float(), flat_labels, ignore_index=IGNORE_INDEX, reduction="sum") / count
@@ -329,9 +348,9 @@ class BertForMaskedLM(nn.Module):
 
 
 def dense_to_targets(labels: torch.Tensor):
-    """(B, T) dense labels on any device -> MLMTargets on that device (mlm_targets runs on the host copy)."""
-    from tinybert.masking import mlm_targets  # imported here: masking imports IGNORE_INDEX from this module
-    return mlm_targets(labels.cpu()).to(labels.device)
+    """(B, T) dense labels on any device -> CompactTargets on that device (built from the host copy)."""
+    from tinybert.masking import compact_targets, mlm_targets  # here: masking imports IGNORE_INDEX from this module
+    return compact_targets(mlm_targets(labels.cpu())).to(labels.device)
 
 
 class LoadReport(NamedTuple):

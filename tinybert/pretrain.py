@@ -12,8 +12,9 @@ The loop keeps the GPU busy: the loss is accumulated on the device and read (one
 parameters for NaN/inf (TrainingState.check_finite), so a diverged state never replaces the last good
 checkpoint. On CUDA a background thread builds, masks and pins the next batches (data.prefetch) and they go to
 the device with non_blocking copies. The masked positions the sparse MLM head predicts are gathered on the
-host too (masking.mlm_targets, M slots per row rounded up to a multiple of 8), so a step has static shapes
-and no host sync of its own (tests/test_sync_free.py).
+host too (masking.mlm_targets, M slots per row rounded up to a multiple of 8, and masking.compact_targets, the
+used slots among them padded to a multiple of 64, on which the last block after attention and the head run), so a
+step has static shapes and no host sync of its own (tests/test_sync_free.py).
 
 Data parallel (train.py under torchrun; tinybert/distributed.py). The global batch is --batch-size rows for
 any number of ranks W; each rank computes a contiguous shard of B/W rows (data.py). What makes W ranks compute
@@ -69,7 +70,7 @@ from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
 from .data import TokenBatches, prefetch
 from .distributed import (all_gather_objects, all_reduce_sum, dropout_seed, rank_rng_state,
                           set_rank_rng_state)
-from .masking import MLMMasker, MLMTargets, mlm_targets
+from .masking import CompactTargets, MLMMasker, compact_targets, mlm_targets
 from .model import IGNORE_INDEX
 from .optim import SCHEDULES, Optimisation, pretrain_lr_multiplier
 from .plan import time_training_step
@@ -116,7 +117,8 @@ def estimate_step_seconds(model, batch_size: int, seq_len: int, device, precisio
     """
     def make_loss(probe):
         ids = torch.randint(5, probe.config.vocab_size, (batch_size, seq_len))
-        targets = mlm_targets(torch.where(torch.rand(ids.shape) < mlm_prob, ids, IGNORE_INDEX)).to(device)
+        labels = torch.where(torch.rand(ids.shape) < mlm_prob, ids, IGNORE_INDEX)
+        targets = compact_targets(mlm_targets(labels)).to(device)
         ids = ids.to(device)
         return lambda: probe(ids, None, targets).loss
 
@@ -142,8 +144,7 @@ def evaluate_mlm(model, batches: TokenBatches, masker: MLMMasker, device, precis
         if batches.world_size > 1 and not bool((labels != IGNORE_INDEX).any()):
             continue  # an empty shard of a short last batch, or nothing to predict in it
         n = int((labels != IGNORE_INDEX).sum())  # counted on the host
-        targets = mlm_targets(labels)
-        targets = MLMTargets(to_device(targets.positions, device), to_device(targets.labels, device))
+        targets = CompactTargets(*(to_device(t, device) for t in compact_targets(mlm_targets(labels))))
         with precision.autocast(device):
             out = model(to_device(masked, device), to_device(attn, device), targets)
         loss_sum += out.loss.float() * n
@@ -289,8 +290,9 @@ class TrainingState:
 def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int, start_batch: int, pin: bool,
                 keep_mask: bool = False):
     """This rank's inputs of each step of `epoch` from `start_batch` on: (b, masked, attn, targets, tokens,
-    share), CPU tensors (pinned when `pin`), pure functions of (seed, epoch, b). targets: the MLMTargets of the
-    rows' labels (the (B, M) positions the sparse head predicts, gathered here on the host); attn: None when no
+    share), CPU tensors (pinned when `pin`), pure functions of (seed, epoch, b). targets: the CompactTargets of
+    the rows' labels (the (B, M) positions the sparse head predicts and the used slots among them, gathered here
+    on the host); attn: None when no
     row has padding (SDPA may then pick its fastest kernel) unless `keep_mask` (a compiled step: one graph, not
     one with a mask and one without). tokens: the global batch's non-padding tokens (for tokens/s); share:
     n_rank / n_global, this rank's share of the global batch's masked tokens (1 with one rank; see "Data
@@ -306,7 +308,7 @@ def step_inputs(batches: TokenBatches, masker: MLMMasker, seed: int, epoch: int,
             # n_rank = 0 (e.g. rows of empty articles) needs no special case: the M >= 1 target slots still run
             # the last block and the head, so every parameter gets a (zero) gradient, as DDP requires
             share = int((labels != IGNORE_INDEX).sum()) / max(n_global, 1)
-        targets = mlm_targets(labels)
+        targets = compact_targets(mlm_targets(labels))
         if not keep_mask and bool(attn.all()):  # decided on the host: no device sync
             attn = None
         if pin:
@@ -333,7 +335,7 @@ class ForwardBackward:
         self.net = compiled if compiled is not None else eager_net
         self.compiled = compiled is not None
 
-    def __call__(self, masked, attn, targets: MLMTargets, weight: float | None):
+    def __call__(self, masked, attn, targets: CompactTargets, weight: float | None):
         """weight: the DDP loss weight W * n_r / N (None with one rank); returns the model output."""
         if not self.compiled:
             return self._run(masked, attn, targets, weight)
@@ -359,16 +361,16 @@ class ForwardBackward:
         return out
 
 
-def dynamic_widths(masked, attn, targets: MLMTargets):
+def dynamic_widths(masked, attn, targets: CompactTargets):
     """The inputs of a compiled step, contiguous (a batch's mask is a slice of a wider array: its strides would be
-    guarded on too), with their widths marked dynamic: the token width (dim 1 of ids and mask) and the target
-    slots (dim 1 of the targets) vary from batch to batch, and one graph serves them all instead of a recompile
-    per new width."""
+    guarded on too), with their widths marked dynamic: the token width (dim 1 of ids and mask), the target
+    slots (dim 1 of the (B, M) targets) and the used rows (dim 0 of CompactTargets' (N_pad,) ones) vary from batch
+    to batch, and one graph serves them all instead of a recompile per new width. Plain MLMTargets work too."""
     masked, attn = masked.contiguous(), None if attn is None else attn.contiguous()
-    targets = MLMTargets(targets.positions.contiguous(), targets.labels.contiguous())
-    for t in (masked, attn, targets.positions, targets.labels):
-        if t is not None and t.size(1) > 1:  # sizes 0 and 1 are always specialised by dynamo
-            torch._dynamo.mark_dynamic(t, 1)
+    targets = type(targets)(*(t.contiguous() for t in targets))
+    for t in (masked, attn, *targets):
+        if t is not None and t.size(-1) > 1:  # sizes 0 and 1 are always specialised by dynamo
+            torch._dynamo.mark_dynamic(t, t.dim() - 1)
     return masked, attn, targets
 
 
