@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from tinybert.bench import fixed_mlm_batch, synchronize
 from tinybert.config import make_model_config
-from tinybert.masking import mlm_targets
+from tinybert.masking import compact_targets, mlm_targets
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM, attention_bias, flops_per_token
 
 _SDPA_OP = re.compile(r"^aten::_scaled_dot_product_(\w+?)(_backward)?$")
@@ -103,7 +103,7 @@ class MLMStep:
         self.ids, labels = fixed_mlm_batch(batch, seq_len, vocab_size, mask_id=4, device=device, seed=seed)
         self.predicted = int((labels != IGNORE_INDEX).sum())
         # the masked slots gathered on the host, as pretrain.step_inputs does: the step itself has no host sync
-        self.labels = mlm_targets(labels.cpu()).to(device)
+        self.labels = compact_targets(mlm_targets(labels.cpu())).to(device)
 
     def __call__(self) -> torch.Tensor:
         with self.precision.autocast(self.device):

@@ -171,7 +171,7 @@ def print_estimate(preset, ws, studies, model: StepModel | None = None, log=prin
         "(tinybert/experiments/gpu_estimate.py, docs/gpu-estimate.md)")
     log(f"model: {model.describe()}")
     seq = preset.seq_len
-    for name in sorted({r.model.name for r in p["todo"]}):
+    for name in sorted({r.model.name for r in p["todo"] if r.ft["kind"] != "baseline"}):  # (no model in a baseline)
         spec = next(r.ft["model"] for r in p["todo"] if r.model.name == name)
         config = ModelConfig.from_dict(spec)
         b = preset.pretrain["batch_size"]
