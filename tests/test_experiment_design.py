@@ -46,13 +46,18 @@ def test_rows_without_an_lr_are_always_kept():
 
 
 def test_preset_defaults_keep_the_old_units_and_the_checks_catch_bad_values():
+    v1 = get_preset("cpu-v1")  # the first cpu design: its recorded units keep their hashes
+    assert v1.lrs == (v1.finetune["lr"],) and v1.pretrain_seeds == (0,) and v1.trained_vocab_size is None
+    assert v1.sweep is v1.deep
     cpu = get_preset("cpu")
-    assert cpu.lrs == (cpu.finetune["lr"],) and cpu.pretrain_seeds == (0,) and cpu.trained_vocab_size is None
+    assert len(cpu.lrs) == 3 and len(cpu.pretrain_seeds) == 2 and cpu.trained_vocab_size == 8192
+    assert cpu.sweep is cpu.shallow[0] and dict(cpu.deep.pretrain)["lr"] != cpu.pretrain["lr"]
     smoke = get_preset("smoke")
     assert len(smoke.lrs) == 2 and len(smoke.pretrain_seeds) == 2
     assert get_preset("smoke", vocab="train:500").trained_vocab_size == 500
     for bad in ({"finetune_lrs": (1e-3, 1e-3)}, {"finetune_lrs": (0.0,)}, {"finetune_lrs": (float("nan"),)},
-                {"pretrain_seeds": ()}, {"pretrain_seeds": (1, 1)}, {"vocab": "train:abc"}, {"vocab": "train:3"}):
+                {"pretrain_seeds": ()}, {"pretrain_seeds": (1, 1)}, {"vocab": "train:abc"}, {"vocab": "train:3"},
+                {"sweep_model": "bert6"}):
         with pytest.raises(ValueError, match="preset smoke"):
             get_preset("smoke", **bad)
 

@@ -6,6 +6,7 @@
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
     python -m tinybert.experiments estimate --preset paper --device cuda  # without a GPU: the modelled GPU time
     python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
+    python -m tinybert.experiments run --study pretrain_gap --preset cpu --models bert1-h8   # one block of a run
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch CPU threads per job (default: torch's default with 1 job, 1 with several)")
         s.add_argument("--no-retry", action="store_true", help="do not retry units that failed before")
         s.add_argument("--progress", action="store_true", help="progress bars inside pre-training")
+        s.add_argument("--models", nargs="+", metavar="NAME",
+                       help="only these models' units (names as in the tables, e.g. bert1-h8): one block of a long run")
+        s.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' units (baseline included)")
         s.add_argument("--no-batch", action="store_true",
                        help="run every fine-tuning unit on its own (default: units that differ only in their seeds "
                             "run together as one batched model; with dropout > 0 its dropout masks differ from "
@@ -71,6 +75,13 @@ def main(argv=None) -> int:
     studies = (study_names() if args.study == "all" else (args.study,) if args.study == "baseline" else
                ("baseline", args.study))
     out = Path(args.out or f"results/{preset.name}")
+    known = {"models": [m.name for m in (preset.deep,) + tuple(preset.shallow)], "tasks": [t.name for t in preset.tasks]}
+    for what, given in (("models", args.models), ("tasks", args.tasks)):
+        unknown = [n for n in given or () if n not in known[what]]
+        if unknown:
+            print(f"error: --{what} {' '.join(unknown)}: not in preset {preset.name}; expected some of "
+                  f"{', '.join(known[what])}", file=sys.stderr)
+            return 2
     try:
         if args.command == "estimate" and args.device.startswith("cuda") and not torch.cuda.is_available():
             # no GPU here: the modelled estimate (gpu_estimate.py), before and after issue 11, 1 and 8 GPUs
@@ -86,7 +97,8 @@ def main(argv=None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             return 1 if write_tables(preset, ws) else 0
         failed = run_studies(preset, ws, studies, retry_failed=not args.no_retry, dry_run=args.command == "estimate",
-                             jobs=jobs, threads=threads, batch=not args.no_batch)
+                             jobs=jobs, threads=threads, batch=not args.no_batch, models=args.models,
+                             tasks=args.tasks)
     except (DatasetNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -170,11 +170,17 @@ def fmt_time(seconds: float) -> str:
 # run
 
 
-def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True) -> dict:
+def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True, models=None, tasks=None) -> dict:
     """The units of the named registered studies: unique fine-tuning units, those to run (in run order), how
-    many are cached or retried, and the pre-trainings they need (all, and those not done yet)."""
+    many are cached or retried, and the pre-trainings they need (all, and those not done yet). `models` /
+    `tasks` (names) keep only those models' / tasks' units (a block of a long run); the baseline's units
+    follow `tasks` only."""
     units: dict[str, GridRow] = {}
     for r in build_grid(preset, ws, studies):
+        if models and r.study != "baseline" and r.model.name not in models:
+            continue
+        if tasks and r.task.name not in tasks:
+            continue
         units.setdefault(r.ft_hash, r)
     todo, cached, retry = [], 0, 0
     for r in units.values():
@@ -224,15 +230,18 @@ def claim_output(preset: Preset, out: Path) -> None:
 
 
 def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
-                jobs: int = 1, threads: int = 0, batch: bool = True, log=print) -> int:
-    """Plan, estimate, run and tabulate the named registered studies. Returns the number of failed units."""
+                jobs: int = 1, threads: int = 0, batch: bool = True, models=None, tasks=None, log=print) -> int:
+    """Plan, estimate, run and tabulate the named registered studies (only `models` / `tasks` when given: see
+    `plan`). Returns the number of failed units."""
     out = ws.out
     dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
     selected = registered(studies)  # unknown names fail here, before anything runs
     claim_output(preset, out)
-    p = plan(preset, ws, studies, retry_failed)
+    p = plan(preset, ws, studies, retry_failed, models, tasks)
     todo, pre_todo, retry = p["todo"], p["pre_todo"], p["retry"]
-    log(f"preset {preset.name}: studies {', '.join(studies)}; {ws.machine}, precision {ws.precision.name}")
+    only = "".join(f"; only {what} {', '.join(names)}" for what, names in (("models", models), ("tasks", tasks))
+                   if names)
+    log(f"preset {preset.name}: studies {', '.join(studies)}{only}; {ws.machine}, precision {ws.precision.name}")
     log(f"plan: {len(p['units'])} fine-tuning units ({p['cached']} cached, {len(todo)} to run"
         f"{f', {retry} of them failed before' if retry else ''}), {len(pre_todo)} pre-training runs to do "
         f"({len(p['pretrains']) - len(pre_todo)} reused)")

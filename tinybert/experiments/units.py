@@ -290,8 +290,9 @@ class Workspace:
 
 
 def pretrain_spec(ws: Workspace, model: ModelSpec, corpus: dict, seed: int) -> dict:
+    """The preset's pre-training recipe with the model's own changes (ModelSpec.pretrain) on top."""
     return {"version": UNIT_VERSION, "kind": "pretrain", "model": ws.model_config(model).to_dict(),
-            "corpus": corpus, "train": dict(ws.preset.pretrain), "seed": seed}
+            "corpus": corpus, "train": {**ws.preset.pretrain, **dict(model.pretrain)}, "seed": seed}
 
 
 def finetune_spec(ws: Workspace, model: ModelSpec, pretrain: dict | None, task: TaskSpec, seed: int,

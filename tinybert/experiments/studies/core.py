@@ -71,17 +71,18 @@ class Intervention:
 AS_PRETRAINED = Intervention("")
 
 
-def deep_size_rows(study: "Study", p, ws: Workspace, sizes, interventions=(AS_PRETRAINED,)) -> list:
-    """Per size task and seed: the deep model from scratch, then pre-trained on each of `sizes` articles under
-    each of `interventions` (the grids of ``size`` and ``reset_unseen``)."""
+def sweep_size_rows(study: "Study", p, ws: Workspace, sizes, interventions=(AS_PRETRAINED,)) -> list:
+    """Per size task and seed: the sweep model (`preset.sweep`: the deep one unless the preset says otherwise)
+    from scratch, then pre-trained on each of `sizes` articles under each of `interventions` (the grids of
+    ``size`` and ``reset_unseen``)."""
     rows = []
     for name in p.size_tasks:
         task = p.task(name)
         for seed in p.seeds:
-            rows += make_rows(ws, study.name, p.deep, task, seed)
+            rows += make_rows(ws, study.name, p.sweep, task, seed)
             for n in sizes:
                 for iv in interventions:
-                    rows += make_rows(ws, study.name, p.deep, task, seed, articles=n, intervention=iv)
+                    rows += make_rows(ws, study.name, p.sweep, task, seed, articles=n, intervention=iv)
     return rows
 
 

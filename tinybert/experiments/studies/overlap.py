@@ -1,6 +1,7 @@
-"""Study ``overlap`` (E3, C5): the deep model on `overlap.task`, pre-trained on `overlap.size` articles chosen for
-high, random and low overlap with that task, plus the scratch control; and (`overlap_table`, written to
-overlap.csv after a run) the overlap of every task sample with every corpus of the preset, without training."""
+"""Study ``overlap`` (E3, C5): the sweep model (`preset.sweep`, the deep one by default) on `overlap.task`,
+pre-trained on `overlap.size` articles chosen for high, random and low overlap with that task, plus the scratch
+control; and (`overlap_table`, written to overlap.csv after a run) the overlap of every task sample with every
+corpus of the preset, without training."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ def grid(study: Study, p, ws) -> list:
     rows = []
     task = p.task(p.overlap.task)
     for seed in p.seeds:
-        rows += make_rows(ws, study.name, p.deep, task, seed)
+        rows += make_rows(ws, study.name, p.sweep, task, seed)
         for arm in p.overlap.arms:
-            rows += make_rows(ws, study.name, p.deep, task, seed, articles=p.overlap.size, corpus=arm)
+            rows += make_rows(ws, study.name, p.sweep, task, seed, articles=p.overlap.size, corpus=arm)
     return rows
 
 

@@ -1,7 +1,7 @@
-"""Study ``reset_unseen`` (an intervention behind E2/E3): the deep model pre-trained on the smallest size and on
-`main_size` articles (or the preset's `reset_sizes`), fine-tuned as in ``size`` and again after the word-embedding
-rows of every token its pre-training rows never contained are drawn afresh from the initial distribution (corpus
-label 'nested-reset'), and again with the transformer blocks re-initialised and the embeddings kept
+"""Study ``reset_unseen`` (an intervention behind E2/E3): the sweep model (`preset.sweep`) pre-trained on the
+smallest size and on `main_size` articles (or the preset's `reset_sizes`), fine-tuned as in ``size`` and again after
+the word-embedding rows of every token its pre-training rows never contained are drawn afresh from the initial
+distribution (corpus label 'nested-reset'), and again with the transformer blocks re-initialised and the embeddings kept
 ('nested-blocks'). If those collapsed rows are what makes small corpora hurt, the reset closes the gap; if the
 blocks are, the second arm does. The interventions themselves run in units.py (finetune_spec's arguments)."""
 
@@ -10,14 +10,14 @@ from __future__ import annotations
 from ..md import ci_of, md_table, pseed_cell
 from ..stats import verdict
 from .baseline import baseline_row
-from .core import AS_PRETRAINED, Intervention, Study, TableInput, deep_size_rows, register
+from .core import AS_PRETRAINED, Intervention, Study, TableInput, sweep_size_rows, register
 
 INTERVENTIONS = (AS_PRETRAINED, Intervention("reset", (("reset_unseen", True),)),
                  Intervention("blocks", (("reinit_blocks", True),)))
 
 
 def grid(study: Study, p, ws) -> list:
-    return deep_size_rows(study, p, ws, p.reset_sizes or sorted({min(p.sizes), p.main_size}), study.interventions)
+    return sweep_size_rows(study, p, ws, p.reset_sizes or sorted({min(p.sizes), p.main_size}), study.interventions)
 
 
 def table(inp: TableInput) -> list[str]:
@@ -38,7 +38,7 @@ def table(inp: TableInput) -> list[str]:
         base = baseline_row(inp, task, accuracy_at=3, width=len(headers), n_at=9, label_at=2, task_at=0)
         if base:
             rows.append(base)
-    return [f"## reset_unseen: {inp.preset.deep.name} as pre-trained (nested), with the embedding rows of "
+    return [f"## reset_unseen: {inp.preset.sweep.name} as pre-trained (nested), with the embedding rows of "
             f"never-seen tokens re-drawn (nested-reset), or with its transformer blocks re-initialised "
             f"(nested-blocks)", md_table(headers, rows)]
 

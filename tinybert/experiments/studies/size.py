@@ -1,15 +1,16 @@
-"""Study ``size`` (E2, C4): the deep model from scratch (0 articles) and pre-trained on each of `sizes`."""
+"""Study ``size`` (E2, C4): the sweep model (`preset.sweep`, the deep one by default) from scratch (0 articles)
+and pre-trained on each of `sizes`."""
 
 from __future__ import annotations
 
 from ..md import ci, ci_of, md_table, pm, pseed_cell
 from ..stats import verdict
 from .baseline import baseline_row
-from .core import Study, TableInput, deep_size_rows, paired_contrast, register
+from .core import Study, TableInput, sweep_size_rows, paired_contrast, register
 
 
 def grid(study: Study, p, ws) -> list:
-    return deep_size_rows(study, p, ws, p.sizes)
+    return sweep_size_rows(study, p, ws, p.sizes)
 
 
 def table(inp: TableInput) -> list[str]:
@@ -28,7 +29,7 @@ def table(inp: TableInput) -> list[str]:
         base = baseline_row(inp, task, accuracy_at=2, width=len(headers), n_at=9, label_at=1, task_at=0)
         if base:
             rows.append(base)
-    parts = [f"## size: {inp.preset.deep.name} accuracy and gap vs pre-training articles", md_table(headers, rows)]
+    parts = [f"## size: {inp.preset.sweep.name} accuracy and gap vs pre-training articles", md_table(headers, rows)]
     effects = []
     for task, g in t[t["pretrained"] == True].groupby("task", sort=True):  # noqa: E712
         sizes = sorted(g["pretrain_articles"])
