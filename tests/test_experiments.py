@@ -94,6 +94,8 @@ def test_results_csv_columns_and_rows(smoke):
         assert g.sort_values("pretrain_articles")["overlap_tokens"].is_monotonic_increasing
     lat = pd.read_csv(out / "latency.csv")
     assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
+    par = lat[lat["mode"] == "parallel-processes"]  # members side by side, one process each (CPU, fp32)
+    assert set(par["model"]) == {"committee-variants", "committee-seeds"} and (par["cores"] > 0).all()
     tables = (out / "tables.md").read_text()
     assert "## pretrain_gap" in tables and "## baseline" in tables
     record = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()][0]

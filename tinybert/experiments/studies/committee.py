@@ -7,12 +7,14 @@ cached as units/latency-<hash>.json, written to latency.csv by tables.py).
 
 from __future__ import annotations
 
+import os
 import statistics
 
 import numpy as np
 import torch
 
 from tinybert.committee import BatchedCommittee, committee_accuracy_curve, member_by_member
+from tinybert.committee_parallel import ProcessCommittee
 from tinybert.model import BertForSequenceClassification, count_parameters, encoder_macs_per_token
 
 from ..md import ci_of, md_table, pm
@@ -97,7 +99,8 @@ def latency_spec(ws: Workspace, preset: Preset) -> dict:
 
 def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
     """Median forward time of the deep model, each BERT-1 variant, the committee of the variants (member by
-    member) and the K-seeds committee (member by member, and as one batched vmapped forward), with
+    member) and the K-seeds committee (member by member, and as one batched vmapped forward), and on the CPU in
+    fp32 both committees with each member in its own process (committee_parallel.ProcessCommittee), with
     tinybert.bench_latency.time_call. Random weights (latency does not depend on them), 4 labels, eval mode."""
     from tinybert.bench_latency import time_call
 
@@ -113,6 +116,13 @@ def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
     variants = [build(m) for m in preset.shallow]
     seeds = [build(preset.shallow[0], s) for s in range(preset.committee_seeds)]
     batched = BatchedCommittee(seeds) if len(seeds) > 1 else None
+    # the claim's premise: members side by side, one process each (CPU only; with fewer cores than members they
+    # compete for cores, hence the `cores` column)
+    parallel = {}
+    if device.type == "cpu" and precision.name == "fp32":
+        sizes = dict(max_batch=max(lat["batch_sizes"]), max_length=seq)
+        parallel = {"committee-variants": ProcessCommittee(variants, **sizes),
+                    "committee-seeds": ProcessCommittee(seeds, **sizes)}
     rows = []
     for batch in lat["batch_sizes"]:
         ids = torch.randint(1000, ws.tokenizer.vocab_size, (batch, seq), device=device)
@@ -124,7 +134,7 @@ def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
                          "seq_len": seq, "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
                          "params_m": sum(count_parameters(m) for m in models) / 1e6,
                          "gmacs_per_seq": sum(encoder_macs_per_token(m.config, seq) * seq for m in models) / 1e9,
-                         "depth": max(m.config.layers for m in models)})
+                         "depth": max(m.config.layers for m in models), "cores": os.cpu_count()})
             log(f"  latency {name:<28} {mode:<16} batch {batch:>3}: {rows[-1]['median_ms']:8.2f} ms")
 
         measure(preset.deep.name, "bert6", "single", lambda: deep(ids), [deep])
@@ -135,6 +145,11 @@ def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
         measure("committee-seeds", "committee", "member-by-member", lambda: member_by_member(seeds, ids), seeds)
         if batched is not None:
             measure("committee-seeds", "committee", "batched-vmap", lambda: batched(ids), seeds)
+        for name, committee in parallel.items():
+            measure(name, "committee", "parallel-processes", lambda c=committee: c(ids),
+                    variants if name == "committee-variants" else seeds)
+    for committee in parallel.values():
+        committee.close()
     return rows
 
 
