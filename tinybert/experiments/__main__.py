@@ -75,7 +75,8 @@ def main(argv=None) -> int:
     studies = (study_names() if args.study == "all" else (args.study,) if args.study == "baseline" else
                ("baseline", args.study))
     out = Path(args.out or f"results/{preset.name}")
-    known = {"models": [m.name for m in (preset.deep,) + tuple(preset.shallow)], "tasks": [t.name for t in preset.tasks]}
+    known = {"models": [m.name for m in (preset.deep,) + tuple(preset.shallow)],
+             "tasks": [t.name for t in preset.tasks]}
     for what, given in (("models", args.models), ("tasks", args.tasks)):
         unknown = [n for n in given or () if n not in known[what]]
         if unknown:

@@ -184,7 +184,8 @@ CPU_EXTRA = (("attention_dropout", 0.0),)
 
 def cpu_v1_preset() -> Preset:
     """The first CPU design (recorded in results/cpu-v1/; superseded by `cpu_preset`, where a bag-of-words
-    baseline beat every model of this one by 0.18-0.42): all the studies in under 2 hours on an idle 2-core CPU (2 worker processes x 1 thread).
+    baseline beat every model of this one by 0.18-0.42): all the studies in under 2 hours on an idle 2-core CPU
+    (2 worker processes x 1 thread).
 
     Scaling from the paper, and why:
     * Vocabulary: bert-base-uncased, as the paper (no vocab training). With 30522 tokens the tied embedding /
