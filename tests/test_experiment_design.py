@@ -124,3 +124,22 @@ def test_paired_contrast_pairs_by_finetuning_seed_and_averages_over_pretraining_
     assert paired_contrast(inp, "overlap", "agnews", {"corpus": "high"}, {"corpus": "low"}) == pytest.approx(
         mean_ci(diffs))
     assert paired_contrast(TableInput(None, None, None, None, []), "overlap", "agnews", {}, {})[2] == 0
+
+
+def test_minus_baseline_pairs_each_seed_with_the_baseline_on_its_rows():
+    from tinybert.experiments.stats import mean_ci
+    from tinybert.experiments.studies.core import TableInput, minus_baseline
+
+    base = {0: 0.80, 1: 0.70, 2: 0.90}
+    model = {(0, 0): 0.82, (0, 1): 0.84, (1, 0): 0.60, (1, 1): 0.62, (2, 0): 0.91, (2, 1): 0.89}
+    common = {"task": "agnews", "status": "ok", "lr_chosen": True, "committee_k": np.nan}
+    rows = [{**common, "study": "baseline", "model": "bag-of-words", "pretrained": False, "seed": s, "accuracy": a}
+            for s, a in base.items()]
+    rows += [{**common, "study": "pretrain_gap", "model": "m", "pretrained": True, "seed": s, "accuracy": a}
+             for (s, _), a in model.items()]
+    rows += [{**rows[-1], "lr_chosen": False, "accuracy": 0.0},             # another lr: not the arm's choice
+             {**rows[-1], "seed": 7}]                                    # a seed the baseline lacks
+    inp = TableInput(None, None, None, None, [], pd.DataFrame(rows))
+    expected = mean_ci([0.83 - 0.80, 0.61 - 0.70, 0.90 - 0.90])
+    assert minus_baseline(inp, "pretrain_gap", "agnews", {"model": "m", "pretrained": True}) == pytest.approx(expected)
+    assert minus_baseline(inp, "pretrain_gap", "dbpedia", {"model": "m"})[2] == 0

@@ -142,6 +142,21 @@ def paired_contrast(inp: TableInput, study: str, task: str, arm_b: dict, arm_a: 
     return mean_ci([b[s] - a[s] for s in sorted(set(b.index) & set(a.index))])
 
 
+def minus_baseline(inp: TableInput, study: str, task: str, arm: dict) -> tuple[float, float, int]:
+    """Accuracy of an arm of `study` on `task` (as in `paired_contrast`) minus the bag-of-words baseline's on the
+    same rows, paired by fine-tuning seed (the baseline of seed s sees exactly the rows of seed s's units)."""
+    df = inp.results
+    if df is None or not len(df):
+        return mean_ci([])
+    ok = df[(df["status"] == "ok") & (df["task"] == task)]
+    base = ok[ok["study"] == "baseline"].groupby("seed")["accuracy"].mean()
+    m = ok[ok["lr_chosen"].astype(bool) & ok["committee_k"].isna() & (ok["study"] == study)]
+    for col, value in arm.items():
+        m = m[m[col] == value]
+    model = m.groupby("seed")["accuracy"].mean()
+    return mean_ci([model[s] - base[s] for s in sorted(set(model.index) & set(base.index))])
+
+
 @dataclass(frozen=True)
 class Study:
     """One study. `grid(study, preset, ws)` lists its units; `table(TableInput)` returns its markdown sections

@@ -3,10 +3,10 @@ pre-trained on `main_size` articles, on every task and seed."""
 
 from __future__ import annotations
 
-from ..md import ci_of, md_table, pseed_cell
+from ..md import ci, ci_of, md_table, pseed_cell
 from ..stats import verdict
 from .baseline import baseline_row
-from .core import Study, TableInput, make_rows, register
+from .core import Study, TableInput, make_rows, minus_baseline, register
 
 
 def grid(study: Study, p, ws) -> list:
@@ -25,17 +25,20 @@ def table(inp: TableInput) -> list[str]:
         return []
     rows = []
     headers = ["model", "task", "from scratch", "pre-trained", "gap", "verdict", "seeds with gap > 0",
-               "pre-seed b−a", "n"]
+               "pre-seed b−a", "scratch − bag-of-words", "pre-trained − bag-of-words", "n"]
     for task, gt in t.groupby("task", sort=False):
         for model, g in gt.groupby("model", sort=False):
             sc, pr = g[g["pretrained"] == False], g[g["pretrained"] == True]  # noqa: E712
             p = pr.iloc[0] if len(pr) else None
+            vs_base = [ci(*minus_baseline(inp, "pretrain_gap", task, {"model": model, "pretrained": flag})[:2],
+                          signed=True) for flag in (False, True)]
             rows.append([model, task, ci_of(sc.iloc[0], "accuracy") if len(sc) else "",
                          ci_of(p, "accuracy") if p is not None else "",
                          ci_of(p, "gap", signed=True) if p is not None else "",
                          verdict(p["gap_mean"], p["gap_ci"]) if p is not None else "",
-                         int(p["gap_positive"]) if p is not None else "", pseed_cell(p), int(g["n"].min())])
-        base = baseline_row(inp, task, accuracy_at=2, width=len(headers), n_at=8, task_at=1)
+                         int(p["gap_positive"]) if p is not None else "", pseed_cell(p), *vs_base,
+                         int(g["n"].min())])
+        base = baseline_row(inp, task, accuracy_at=2, width=len(headers), n_at=10, task_at=1)
         if base:
             rows.append(base)
     return [f"## pretrain_gap: with and without pre-training on {inp.preset.main_size} articles",
