@@ -143,3 +143,21 @@ def test_minus_baseline_pairs_each_seed_with_the_baseline_on_its_rows():
     expected = mean_ci([0.83 - 0.80, 0.61 - 0.70, 0.90 - 0.90])
     assert minus_baseline(inp, "pretrain_gap", "agnews", {"model": "m", "pretrained": True}) == pytest.approx(expected)
     assert minus_baseline(inp, "pretrain_gap", "dbpedia", {"model": "m"})[2] == 0
+
+
+def test_a_block_of_a_run_keeps_only_the_named_models_tasks_and_pretraining_seeds(tmp_path):
+    from tinybert.experiments.runner import plan
+    from tinybert.experiments.units import Workspace
+
+    preset = get_preset("smoke")
+    (tmp_path / "wiki.txt").write_text("an article\n")  # the plan reads no article
+    ws = Workspace(preset, tmp_path / "out", sources=[tmp_path / "wiki.txt"], cache_dir=tmp_path / "cache")
+    everything = plan(preset, ws, ["baseline", "pretrain_gap"])["todo"]
+    block = plan(preset, ws, ["baseline", "pretrain_gap"], models=["bert6"], tasks=["agnews"], pretrain_seeds=[1])
+    rows = block["todo"]
+    assert {r.task.name for r in rows} == {"agnews"} and {r.model.name for r in rows} == {"bert6", "bag-of-words"}
+    assert {r.pretrain_seed for r in rows} == {None, 1}
+    n_seeds, n_lrs = len(preset.seeds), len(preset.lrs)
+    assert len(rows) == n_seeds + 2 * n_seeds * n_lrs  # baseline, scratch and pre-training seed 1 at every lr
+    assert len(block["pretrains"]) == 1 and len(everything) > len(rows)
+    assert all(r in everything for r in rows)

@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--models", nargs="+", metavar="NAME",
                        help="only these models' units (names as in the tables, e.g. bert1-h8): one block of a long run")
         s.add_argument("--tasks", nargs="+", metavar="TASK", help="only these tasks' units (baseline included)")
+        s.add_argument("--pretrain-seeds", type=int, nargs="+", metavar="S",
+                       help="only the pre-trained units of these pre-training seeds (and the from-scratch ones)")
         s.add_argument("--no-batch", action="store_true",
                        help="run every fine-tuning unit on its own (default: units that differ only in their seeds "
                             "run together as one batched model; with dropout > 0 its dropout masks differ from "
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
             return 1 if write_tables(preset, ws) else 0
         failed = run_studies(preset, ws, studies, retry_failed=not args.no_retry, dry_run=args.command == "estimate",
                              jobs=jobs, threads=threads, batch=not args.no_batch, models=args.models,
-                             tasks=args.tasks)
+                             tasks=args.tasks, pretrain_seeds=args.pretrain_seeds)
     except (DatasetNotFound, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -170,16 +170,19 @@ def fmt_time(seconds: float) -> str:
 # run
 
 
-def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True, models=None, tasks=None) -> dict:
+def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True, models=None, tasks=None,
+         pretrain_seeds=None) -> dict:
     """The units of the named registered studies: unique fine-tuning units, those to run (in run order), how
     many are cached or retried, and the pre-trainings they need (all, and those not done yet). `models` /
-    `tasks` (names) keep only those models' / tasks' units (a block of a long run); the baseline's units
-    follow `tasks` only."""
+    `tasks` (names) / `pretrain_seeds` keep only those models' / tasks' / pre-training seeds' units (a block of
+    a long run); the baseline's units follow `tasks` only, and from-scratch units pass `pretrain_seeds`."""
     units: dict[str, GridRow] = {}
     for r in build_grid(preset, ws, studies):
         if models and r.study != "baseline" and r.model.name not in models:
             continue
         if tasks and r.task.name not in tasks:
+            continue
+        if pretrain_seeds is not None and r.pretrain is not None and r.pretrain_seed not in pretrain_seeds:
             continue
         units.setdefault(r.ft_hash, r)
     todo, cached, retry = [], 0, 0
@@ -230,17 +233,18 @@ def claim_output(preset: Preset, out: Path) -> None:
 
 
 def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
-                jobs: int = 1, threads: int = 0, batch: bool = True, models=None, tasks=None, log=print) -> int:
+                jobs: int = 1, threads: int = 0, batch: bool = True, models=None, tasks=None, pretrain_seeds=None,
+                log=print) -> int:
     """Plan, estimate, run and tabulate the named registered studies (only `models` / `tasks` when given: see
     `plan`). Returns the number of failed units."""
     out = ws.out
     dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
     selected = registered(studies)  # unknown names fail here, before anything runs
     claim_output(preset, out)
-    p = plan(preset, ws, studies, retry_failed, models, tasks)
+    p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
     todo, pre_todo, retry = p["todo"], p["pre_todo"], p["retry"]
-    only = "".join(f"; only {what} {', '.join(names)}" for what, names in (("models", models), ("tasks", tasks))
-                   if names)
+    only = "".join(f"; only {what} {', '.join(map(str, names))}" for what, names in
+                   (("models", models), ("tasks", tasks), ("pre-training seeds", pretrain_seeds)) if names is not None)
     log(f"preset {preset.name}: studies {', '.join(studies)}{only}; {ws.machine}, precision {ws.precision.name}")
     log(f"plan: {len(p['units'])} fine-tuning units ({p['cached']} cached, {len(todo)} to run"
         f"{f', {retry} of them failed before' if retry else ''}), {len(pre_todo)} pre-training runs to do "
