@@ -161,3 +161,16 @@ def test_a_block_of_a_run_keeps_only_the_named_models_tasks_and_pretraining_seed
     assert len(rows) == n_seeds + 2 * n_seeds * n_lrs  # baseline, scratch and pre-training seed 1 at every lr
     assert len(block["pretrains"]) == 1 and len(everything) > len(rows)
     assert all(r in everything for r in rows)
+
+
+def test_the_run_order_puts_the_seeds_of_one_lr_together_so_they_batch(tmp_path):
+    from tinybert.experiments.runner import batches_of, plan
+    from tinybert.experiments.units import Workspace
+
+    preset = get_preset("smoke")  # 2 lrs, 2 fine-tuning seeds, 2 pre-training seeds
+    (tmp_path / "wiki.txt").write_text("an article\n")
+    ws = Workspace(preset, tmp_path / "out", sources=[tmp_path / "wiki.txt"], cache_dir=tmp_path / "cache")
+    todo = plan(preset, ws, ["pretrain_gap"], models=["bert6"])["todo"]  # no conv front end: seeds batch
+    batches = batches_of(todo)
+    assert [len(b) for b in batches] == [len(preset.seeds)] * (len(todo) // len(preset.seeds))
+    assert all(len({r.lr for r in b}) == 1 and len({r.seed for r in b}) == len(b) for b in batches)

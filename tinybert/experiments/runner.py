@@ -194,10 +194,11 @@ def plan(preset: Preset, ws: Workspace, studies, retry_failed: bool = True, mode
             retry += rec is not None
             todo.append(r)
     # Studies in the order given; within a study, scratch units first, then grouped by pre-training (size,
-    # corpus, model, pre-training seed), so each pre-trained model is loaded once for all its units.
+    # corpus, model, pre-training seed), so each pre-trained model is loaded once for all its units; within that,
+    # the fine-tuning seeds of one lr next to each other, so that they can run as one batched model (batches_of).
     order = {s: i for i, s in enumerate(studies)}
     todo.sort(key=lambda r: (order[r.study], r.pretrain is not None, r.articles, r.corpus, r.model.name,
-                             r.pretrain_seed or 0, r.task.name, r.seed, r.lr or 0.0))
+                             r.pretrain_seed or 0, r.task.name, r.lr or 0.0, r.seed))
     pretrains = {}
     for r in todo:
         if r.pretrain is not None:
