@@ -174,3 +174,52 @@ def test_the_run_order_puts_the_seeds_of_one_lr_together_so_they_batch(tmp_path)
     batches = batches_of(todo)
     assert [len(b) for b in batches] == [len(preset.seeds)] * (len(todo) // len(preset.seeds))
     assert all(len({r.lr for r in b}) == 1 and len({r.seed for r in b}) == len(b) for b in batches)
+
+
+def test_next_lr_steps_along_the_1_3_ladder():
+    from tinybert.experiments.lr_select import next_lr
+
+    assert [next_lr(lr, down=True) for lr in (3e-4, 1e-4, 1e-3, 3e-3)] == [1e-4, 3e-5, 3e-4, 1e-3]
+    assert [next_lr(lr, down=False) for lr in (3e-3, 1e-2, 3e-4)] == [1e-2, 3e-2, 1e-3]
+    assert next_lr(5e-5, down=True) == pytest.approx(1.6e-5) and next_lr(5e-5, down=False) == pytest.approx(1.6e-4)
+
+
+def test_an_arm_whose_choice_sits_at_an_end_of_its_grid_gets_the_next_lr_until_the_limit():
+    from tinybert.experiments.lr_select import ARM_COLUMNS, extensions_needed
+
+    def arm(model, per_lr, chosen, n=3):
+        base = dict(zip(ARM_COLUMNS, ("pretrain_gap", model, False, 0, "none", "agnews", "")))
+        return [{**base, "lr": lr, "val_accuracy_mean": v, "n": n, "chosen": lr == chosen, "at_grid_edge": False}
+                for lr, v in per_lr.items()]
+
+    grid = (3e-4, 1e-3, 3e-3)
+    rows = (arm("low", {3e-4: 0.9, 1e-3: 0.8, 3e-3: 0.7}, 3e-4)            # lowest chosen: add 1e-4
+            + arm("high", {3e-4: 0.7, 1e-3: 0.8, 3e-3: 0.9}, 3e-3)         # highest chosen: add 1e-2
+            + arm("inside", {3e-4: 0.7, 1e-3: 0.9, 3e-3: 0.8}, 1e-3)       # inside: nothing
+            + arm("done", {1e-4: 0.9, 3e-4: 0.8, 1e-3: 0.7, 3e-3: 0.6}, 1e-4)  # one step past the grid: the limit
+            + arm("early", {3e-4: 0.9, 1e-3: 0.8}, 3e-4)[:1] + [{**arm("early", {1e-3: 0.8}, None)[0], "n": 1}])
+    added = extensions_needed(pd.DataFrame(rows), grid, limit=1)
+    assert added == [(("low", False, 0, "none", "agnews", ""), 1e-4), (("high", False, 0, "none", "agnews", ""), 1e-2)]
+    assert (("done", False, 0, "none", "agnews", ""), 3e-5) in extensions_needed(pd.DataFrame(rows), grid, limit=2)
+    assert extensions_needed(pd.DataFrame(rows), grid, limit=0) == []
+
+
+def test_recorded_extensions_enter_the_grid_of_every_study_sharing_the_arm(tmp_path):
+    from tinybert.experiments.studies import build_grid
+    from tinybert.experiments.units import Workspace, load_lr_extensions
+
+    preset = get_preset("smoke")
+    (tmp_path / "wiki.txt").write_text("an article\n")
+    ws = Workspace(preset, tmp_path / "out", sources=[tmp_path / "wiki.txt"], cache_dir=tmp_path / "cache")
+    before = build_grid(preset, ws, ["pretrain_gap", "size"])
+    key = ("bert6", False, 0, "none", "agnews", "")  # bert6 from scratch on AG News
+    (tmp_path / "out").mkdir()
+    ws.add_lr_extensions([(key, 3e-4)], log=lambda *_: None)
+    assert load_lr_extensions(tmp_path / "out") == {key: (3e-4,)}
+    after = build_grid(preset, ws, ["pretrain_gap", "size"])
+    new = [r for r in after if r not in before]
+    assert new and all(r.lr == 3e-4 and r.arm[1:] == key for r in new)
+    assert {r.study for r in new} == {"pretrain_gap", "size"} and len({r.ft_hash for r in new}) == len(preset.seeds)
+    (tmp_path / "out" / "lr_extensions.json").write_text('[{"arm": ["bert6"]}]')
+    with pytest.raises(ValueError, match="lr_extensions.json: entry 0"):
+        load_lr_extensions(tmp_path / "out")

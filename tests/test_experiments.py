@@ -507,3 +507,31 @@ def test_units_differing_only_in_seed_batch_to_the_records_of_separate_runs(tmp_
     rows = [type("Row", (), {"ft": s})() for s in specs + conv_specs]  # stand-ins for GridRow (batches_of reads .ft)
     assert [len(b) for b in batches_of(rows)] == [3, 2, 1]
     assert [len(b) for b in batches_of(rows, batch=False)] == [1] * 6
+
+
+def test_the_runner_extends_the_lr_grid_where_the_choice_sits_at_an_end(tmp_path):
+    """With lr_extensions = 1 the smoke grid (2 lrs: every choice is at an end) gets one more lr per arm and end at
+    most, runs those units, records them in lr_extensions.json and chooses among all of them."""
+    from dataclasses import replace
+
+    from tinybert.experiments.presets import get_preset
+    from tinybert.experiments.runner import run_studies
+    from tinybert.experiments.units import Workspace, load_lr_extensions
+    from tinybert.runtime import Precision
+
+    preset = replace(get_preset("smoke"), lr_extensions=1, pretrain_seeds=(0,), seeds=(0,))
+    ws = Workspace(preset, tmp_path / "out", sources=[make_source(tmp_path / "wiki.txt")],
+                   cache_dir=tmp_path / "cache", precision=Precision("fp32", "test"))
+    assert run_studies(preset, ws, ("baseline", "pretrain_gap"), models=["bert6"], tasks=["agnews"],
+                       log=lambda *_: None) == 0
+    ext = load_lr_extensions(tmp_path / "out")
+    assert ext and all(len(lrs) <= 2 for lrs in ext.values())  # at most one step past each end
+    assert all(lr not in preset.lrs for lrs in ext.values() for lr in lrs)
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    ft = df[(df["study"] == "pretrain_gap") & (df["status"] == "ok")]
+    for (pretrained,), g in ft.groupby(["pretrained"]):
+        key = ("bert6", bool(pretrained), 200 if pretrained else 0, "nested" if pretrained else "none", "agnews", "")
+        assert set(g["lr"]) == set(preset.lrs) | set(ext.get(key, ())), key
+        assert g["lr_chosen"].sum() == 1  # one fine-tuning seed: one unit at the chosen lr
+    record = json.loads((tmp_path / "out" / "runs.jsonl").read_text().splitlines()[-1])
+    assert record["units_to_run"] == df["unit"].nunique() == 7  # baseline, 2 arms x (2 lrs + 1), all in one command

@@ -81,6 +81,8 @@ class Preset:
     jobs: int = 1                    # units run in this many worker processes (CPU: 2 jobs x 1 thread each)
     finetune_lrs: tuple = ()         # fine-tuning lr grid, chosen per arm on validation (() = (finetune["lr"],))
     pretrain_seeds: tuple = (0,)     # pre-training seeds of every pre-trained arm (the committee keeps its own)
+    lr_extensions: int = 0           # up to this many lrs beyond each end of finetune_lrs, added per arm where
+                                     # the choice sits at an end (lr_select.py); 0 = the grid as given
     sweep_model: str = "deep"        # the model of the size, overlap and reset_unseen sweeps: 'deep' (the paper's
                                      # BERT-6) or 'shallow' (the main BERT-1, where the deep one is unaffordable)
 
@@ -102,6 +104,8 @@ class Preset:
         if not self.pretrain_seeds or len(set(self.pretrain_seeds)) != len(self.pretrain_seeds):
             raise ValueError(f"preset {self.name}: pretrain_seeds must be distinct and at least one, got "
                              f"{self.pretrain_seeds}")
+        if not isinstance(self.lr_extensions, int) or self.lr_extensions < 0:
+            raise ValueError(f"preset {self.name}: lr_extensions must be an integer >= 0, got {self.lr_extensions!r}")
         if self.sweep_model not in ("deep", "shallow"):
             raise ValueError(f"preset {self.name}: sweep_model must be 'deep' or 'shallow', got {self.sweep_model!r}")
         if self.vocab.startswith("train:"):
@@ -268,7 +272,8 @@ def cpu_preset() -> Preset:
       0.271 after 3 epochs and rising). 2 pre-training seeds per arm. BERT-1 is ~25 min of one core per
       seed, BERT-6 ~2.8 h of both cores per seed.
     * Fine-tuning: 6 epochs, batch 32, max length 128, lr chosen per arm on validation from {3e-4, 1e-3, 3e-3}
-      (the pilot chose 1e-3 for both arms, inside the grid); fine-tuning seeds 0-2.
+      (the pilot chose 1e-3 for both arms, inside the grid), extended by up to two lrs past either end for an
+      arm whose choice sits at an end (block 1: BERT-1 from scratch on AG News chose 3e-4); seeds 0-2.
     * Tasks: AG News 1000/1000 per label (the paper's; 900 train + 100 validation per label, binomial SE of
       the 400-row validation slice ~0.018, of the 4,000-row test ~0.006) and DBpedia 100/100 (the paper's test
       size; 100 train + 40 validation per label: SE ~0.013 and ~0.008). FewRel is left out: the paper's
@@ -303,6 +308,7 @@ def cpu_preset() -> Preset:
         vocab="train:8192",
         jobs=2,
         finetune_lrs=(3e-4, 1e-3, 3e-3),
+        lr_extensions=2,
         pretrain_seeds=(0, 1),
         sweep_model="shallow",
     )

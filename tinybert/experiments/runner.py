@@ -66,7 +66,8 @@ from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset
 from .studies import GridRow, build_grid, registered
-from .tables import write_tables
+from .lr_select import extensions_needed
+from .tables import collect, write_tables
 from .units import (Workspace, batch_key, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
                     record_failure, run_baseline, run_finetune, run_finetune_batched, run_pretrain, spec_hash,
                     write_json_atomic)
@@ -256,21 +257,16 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
 
     start = time.perf_counter()
     record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo), dirty)
-    progress = Progress(todo, estimates, pre_todo, jobs, start, log)
-    if jobs > 1 and len(todo) > 1:
-        ws.pool()  # build the corpus cache once, here, before the workers read it
-        run_parallel(preset, ws, todo, estimates, pre_todo, jobs, threads, progress, log, batch)
-    else:
-        failed_pre: dict[str, str] = {}
-        last_tables = start
-        for rows in batches_of(todo, batch):
-            outcomes = execute_units(ws, rows, estimates, pre_todo, failed_pre, log,
-                                     prefix=f"[{progress.done + 1}/{len(todo)}]")
-            for r, (msg, real, est) in zip(rows, outcomes):
-                progress.update(r, msg, real, est)
-            if time.perf_counter() - last_tables > TABLES_EVERY_S:  # partial results stay visible during long runs
-                write_tables(preset, ws, log=None)
-                last_tables = time.perf_counter()
+    run_todo(preset, ws, p, estimates, jobs, threads, batch, log)
+    for _ in range(2 * preset.lr_extensions):  # where a choice sits at an end of its arm's grid, go one lr further
+        added = extensions_needed(collect(preset, ws).attrs["lr_selection"], preset.lrs, preset.lr_extensions)
+        if not added:
+            break
+        ws.add_lr_extensions(added, log)
+        p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
+        log(f"lr extension: {len(p['todo'])} more fine-tuning units")
+        record["units_to_run"] += len(p["todo"])
+        run_todo(preset, ws, p, estimate(preset, ws, p, jobs, log), jobs, threads, batch, log)
     for study in selected:  # what a study needs besides units (latency, overlap.csv); each catches its failures
         if study.after_run is not None:
             study.after_run(preset, ws, log)
@@ -281,6 +277,28 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     log(f"done in {fmt_time(time.perf_counter() - start)}: {out / 'results.csv'}, {out / 'summary.csv'}, "
         f"{out / 'tables.md'}" + (f"; {n_failed} failed row(s), see the error column" if n_failed else ""))
     return n_failed
+
+
+def run_todo(preset: Preset, ws: Workspace, p: dict, estimates: dict, jobs: int, threads: int, batch: bool,
+             log) -> None:
+    """Run the units a plan (`plan`) left to do, in `jobs` workers or here, printing progress and ETA."""
+    todo, pre_todo = p["todo"], p["pre_todo"]
+    start = time.perf_counter()
+    progress = Progress(todo, estimates, pre_todo, jobs, start, log)
+    if jobs > 1 and len(todo) > 1:
+        ws.pool()  # build the corpus cache once, here, before the workers read it
+        run_parallel(preset, ws, todo, estimates, pre_todo, jobs, threads, progress, log, batch)
+        return
+    failed_pre: dict[str, str] = {}
+    last_tables = start
+    for rows in batches_of(todo, batch):
+        outcomes = execute_units(ws, rows, estimates, pre_todo, failed_pre, log,
+                                 prefix=f"[{progress.done + 1}/{len(todo)}]")
+        for r, (msg, real, est) in zip(rows, outcomes):
+            progress.update(r, msg, real, est)
+        if time.perf_counter() - last_tables > TABLES_EVERY_S:  # partial results stay visible during long runs
+            write_tables(preset, ws, log=None)
+            last_tables = time.perf_counter()
 
 
 def run_record(ws: Workspace, studies, jobs: int, threads: int, n_units: int, n_pretrain: int,

@@ -149,6 +149,21 @@ class Workspace:
         self._corpus_rows: dict = {}
         self._corpus_counts: dict = {}
         self._checkpoint: tuple = ("", None)  # the last loaded pre-trained model.pt (units come grouped by it)
+        self.lr_extensions = load_lr_extensions(self.out)
+
+    def extra_lrs(self, key: tuple) -> tuple:
+        """Fine-tuning lrs added to the preset's grid for the arm with extension key `key` (lr_select.py)."""
+        return tuple(lr for lr in self.lr_extensions.get(key, ()) if lr not in self.preset.lrs)
+
+    def add_lr_extensions(self, added: list, log=print) -> None:
+        """Record [(extension key, lr)] in <out>/lr_extensions.json (atomically) and use them from now on."""
+        path = self.out / LR_EXTENSIONS
+        entries = read_json(path) or []
+        for key, lr in added:
+            entries.append({"arm": list(key), "lr": lr, "date": now()})
+            log(f"lr grid extended: {key} gets lr {lr:g} (its chosen lr was at the end of its grid)")
+        write_json_atomic(path, entries)
+        self.lr_extensions = load_lr_extensions(self.out)
 
     # -- identities used in specs -------------------------------------------------------------------------
 
@@ -287,6 +302,23 @@ class Workspace:
 
 # ----------------------------------------------------------------------------------------------------------
 # specs
+
+
+LR_EXTENSIONS = "lr_extensions.json"
+
+
+def load_lr_extensions(out: Path) -> dict:
+    """{extension key (tuple): sorted lrs} from <out>/lr_extensions.json (lr_select.py; {} when absent)."""
+    entries = read_json(Path(out) / LR_EXTENSIONS) or []
+    table: dict = {}
+    for i, e in enumerate(entries):
+        try:
+            key, lr = tuple(e["arm"]), float(e["lr"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{Path(out) / LR_EXTENSIONS}: entry {i}: expected {{'arm': [...], 'lr': number}}, "
+                             f"got {e!r}") from exc
+        table.setdefault(key, set()).add(lr)
+    return {k: tuple(sorted(v)) for k, v in table.items()}
 
 
 def pretrain_spec(ws: Workspace, model: ModelSpec, corpus: dict, seed: int) -> dict:

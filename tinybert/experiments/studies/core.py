@@ -102,12 +102,16 @@ def make_row(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: 
 
 def make_rows(ws: Workspace, study: str, model: ModelSpec, task: TaskSpec, seed: int, *, articles: int = 0,
               pretrain_seeds: tuple | None = None, **kw) -> list[GridRow]:
-    """`make_row` at every lr of the preset's grid (preset.lrs) and, when pre-trained, for every pre-training
-    seed (`pretrain_seeds`, default the preset's): fine-tuning seed `seed` is paired with each of them."""
+    """`make_row` at every lr of the preset's grid (preset.lrs, plus the arm's recorded extensions: lr_select.py)
+    and, when pre-trained, for every pre-training seed (`pretrain_seeds`, default the preset's): fine-tuning seed
+    `seed` is paired with each of them."""
     p = ws.preset
     seeds = (p.pretrain_seeds if pretrain_seeds is None else pretrain_seeds) if articles else (0,)
-    return [make_row(ws, study, model, task, seed, articles=articles, pretrain_seed=s, lr=lr, **kw)
+    rows = [make_row(ws, study, model, task, seed, articles=articles, pretrain_seed=s, lr=lr, **kw)
             for s in seeds for lr in p.lrs]
+    extra = ws.extra_lrs(rows[0].arm[1:])  # lrs the runner added where the choice sat at an end of the grid
+    return rows + [make_row(ws, study, model, task, seed, articles=articles, pretrain_seed=s, lr=lr, **kw)
+                   for s in seeds for lr in extra]
 
 
 @dataclass(frozen=True)
