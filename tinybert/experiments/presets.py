@@ -5,7 +5,7 @@ A preset is a plain dataclass; the runner (runner.py) turns it into units. Four 
 * ``paper``: the paper's sizes (docs/paper-recipe.md), meant for GPUs.
 * ``cpu``: the same studies on a 2-core CPU with models that learn, in ~2.5 h blocks (`cpu_preset`'s docstring).
 * ``cpu-v1``: the first CPU design (under 2 hours; its models did not beat a bag-of-words baseline), kept so
-  that results/cpu-v1/ can be regenerated.
+  that the units behind results/cpu-v1/ can be rerun.
 * ``smoke``: a minute or two end to end; for tests and for checking a machine before a long run.
 
 Model specs name a `tinybert.config` preset and/or override ModelConfig fields; `family` is 'bert6' (the deep
@@ -187,8 +187,9 @@ CPU_EXTRA = (("attention_dropout", 0.0),)
 
 
 def cpu_v1_preset() -> Preset:
-    """The first CPU design (recorded in results/cpu-v1/; superseded by `cpu_preset`, where a bag-of-words
-    baseline beat every model of this one by 0.18-0.42): all the studies in under 2 hours on an idle 2-core CPU
+    """The first CPU design (recorded in results/cpu-v1/; superseded by `cpu_preset`: a bag-of-words baseline on
+    the same rows beat every model of this one, by 0.14-0.31 over each task's best arm): all the studies in under
+    2 hours on an idle 2-core CPU
     (2 worker processes x 1 thread).
 
     Scaling from the paper, and why:
