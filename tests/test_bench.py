@@ -90,10 +90,14 @@ def test_ensemble_mode_reports_both_arms(tmp_path, capsys):
 
 def test_ensemble_models_resolve_to_the_presets():
     from tinybert.bench_ensemble import model_setup
-    deep, seq_len, batch = model_setup("cpu:bert6", 30522, None, None)
+    deep, seq_len, batch = model_setup("cpu-v1:bert6", 30522, None, None)
     assert (deep.layers, deep.heads, deep.head_size, deep.attention_dropout, seq_len, batch) == (6, 4, 16, 0.0, 64, 32)
-    shallow, _, _ = model_setup("cpu:bert1", 30522, None, None)
+    shallow, _, _ = model_setup("cpu-v1:bert1", 30522, None, None)
     assert (shallow.layers, shallow.heads, shallow.conv_layers, shallow.conv_channels) == (1, 4, 2, 8)
+    deep, seq_len, _ = model_setup("cpu:bert6", 8192, None, None)
+    assert (deep.layers, deep.heads, deep.head_size, deep.vocab_size, seq_len) == (6, 4, 32, 8192, 128)
+    shallow, _, _ = model_setup("cpu:bert1", 8192, None, None)
+    assert (shallow.layers, shallow.heads, shallow.head_size, shallow.conv_layers) == (1, 8, 16, 0)
     paper, seq_len, _ = model_setup("paper:bert6", 30522, None, None)
     assert (paper.layers, paper.heads, paper.head_size, seq_len) == (6, 12, 64, 128)
     assert model_setup("bert1-h8", 100, 32, 4)[1:] == (32, 4)
