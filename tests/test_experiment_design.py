@@ -202,6 +202,9 @@ def test_an_arm_whose_choice_sits_at_an_end_of_its_grid_gets_the_next_lr_until_t
     assert added == [(("low", False, 0, "none", "agnews", ""), 1e-4), (("high", False, 0, "none", "agnews", ""), 1e-2)]
     assert (("done", False, 0, "none", "agnews", ""), 3e-5) in extensions_needed(pd.DataFrame(rows), grid, limit=2)
     assert extensions_needed(pd.DataFrame(rows), grid, limit=0) == []
+    # an lr already recorded for the arm (its units not run yet, e.g. outside this block) is not proposed again
+    recorded = {("low", False, 0, "none", "agnews", ""): (1e-4,)}
+    assert extensions_needed(pd.DataFrame(rows), grid, limit=1, recorded=recorded) == [added[1]]
 
 
 def test_recorded_extensions_enter_the_grid_of_every_study_sharing_the_arm(tmp_path):

@@ -97,10 +97,12 @@ def extension_key(arm: tuple) -> tuple:
     return tuple(arm[1:])
 
 
-def extensions_needed(selection: pd.DataFrame, grid_lrs: tuple, limit: int) -> list[tuple[tuple, float]]:
+def extensions_needed(selection: pd.DataFrame, grid_lrs: tuple, limit: int,
+                      recorded: dict | None = None) -> list[tuple[tuple, float]]:
     """[(extension key, lr to add)] for every arm of lr_selection whose chosen lr is its lowest (highest) lr, when
     every lr of the arm has the same number of finished units (the choice is not premature) and fewer than
-    `limit` lrs lie below (above) the preset's grid `grid_lrs`. One step per arm and end per call."""
+    `limit` lrs lie below (above) the preset's grid `grid_lrs`; never an lr already `recorded` for the arm
+    ({extension key: lrs}, e.g. one whose units lie outside the block being run). One step per arm and end."""
     out = []
     if selection is None or not len(selection) or limit <= 0:
         return out
@@ -116,6 +118,8 @@ def extensions_needed(selection: pd.DataFrame, grid_lrs: tuple, limit: int) -> l
             out.append((key, next_lr(lrs[0], down=True)))
         elif chosen == lrs[-1] and sum(lr > hi for lr in lrs) < limit:
             out.append((key, next_lr(lrs[-1], down=False)))
+    recorded = recorded or {}
+    out = [(key, lr) for key, lr in out if lr not in recorded.get(key, ())]
     return list(dict.fromkeys(out))  # arms of several studies can share a key
 
 

@@ -259,12 +259,15 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo), dirty)
     run_todo(preset, ws, p, estimates, jobs, threads, batch, log)
     for _ in range(2 * preset.lr_extensions):  # where a choice sits at an end of its arm's grid, go one lr further
-        added = extensions_needed(collect(preset, ws).attrs["lr_selection"], preset.lrs, preset.lr_extensions)
+        added = extensions_needed(collect(preset, ws).attrs["lr_selection"], preset.lrs, preset.lr_extensions,
+                                  ws.lr_extensions)
         if not added:
             break
         ws.add_lr_extensions(added, log)
         p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
         log(f"lr extension: {len(p['todo'])} more fine-tuning units")
+        if not p["todo"]:  # the new lrs belong to arms outside this block: its own rerun will run them
+            break
         record["units_to_run"] += len(p["todo"])
         run_todo(preset, ws, p, estimate(preset, ws, p, jobs, log), jobs, threads, batch, log)
     for study in selected:  # what a study needs besides units (latency, overlap.csv); each catches its failures
