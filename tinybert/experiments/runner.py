@@ -237,8 +237,9 @@ def claim_output(preset: Preset, out: Path) -> None:
 def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = True, dry_run: bool = False,
                 jobs: int = 1, threads: int = 0, batch: bool = True, models=None, tasks=None, pretrain_seeds=None,
                 log=print) -> int:
-    """Plan, estimate, run and tabulate the named registered studies (only `models` / `tasks` when given: see
-    `plan`). Returns the number of failed units."""
+    """Plan, estimate, run and tabulate the named registered studies (only the `models` / `tasks` /
+    `pretrain_seeds` units when given: see `plan`), then extend the lr grid where the preset allows
+    (lr_select.py). Returns the number of failed units."""
     out = ws.out
     dirty = git_uncommitted_changes()  # before this run writes preset.json, which may be tracked (results/cpu)
     selected = registered(studies)  # unknown names fail here, before anything runs
