@@ -264,7 +264,9 @@ def fig_overlap(data: dict, out: Path):
         bars = ax.bar(arms, means, yerr=stds, capsize=4, color=["#2ca02c", "#7f7f7f", "#d62728"][:len(arms)])
         for b, a in zip(bars, arms):
             o = ctrl[ctrl["corpus"] == a]["overlap_tokens"].mean()
-            ax.annotate(f"overlap {o:.3f}", (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
+            share = ov[ov["corpus"] == a]["corpus_share"].mean() if "corpus_share" in ov else float("nan")
+            label = f"(a) {o:.3f}" + ("" if np.isnan(share) else f", (c) {share:.3f}")
+            ax.annotate(label, (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
                         xytext=(0, -12 if b.get_height() >= 0 else 4), ha="center", fontsize=8)
         ax.axhline(0, color="0.6", lw=0.8)
         task = ctrl["task"].iloc[0]
@@ -278,7 +280,7 @@ def fig_overlap(data: dict, out: Path):
     else:
         ax.set_axis_off()
     fig.suptitle("Pre-training gap and token overlap (a: share of task token occurrences seen in pre-training; "
-                 "b: share of task token types)", fontsize=10)
+                 "b: share of task token types; c: share of pre-training tokens that are task types)", fontsize=10)
     caption(fig, res[res["study"].isin(["overlap", "size"])] if len(res) else res, "overlap")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     return fig

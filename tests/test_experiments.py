@@ -92,12 +92,15 @@ def test_results_csv_columns_and_rows(smoke):
     nested = ov[ov["corpus"] == "nested"].groupby(["task", "seed"])
     for _, g in nested:  # nested corpora: a larger corpus covers at least as much of the task
         assert g.sort_values("pretrain_articles")["overlap_tokens"].is_monotonic_increasing
+    seen = ov[ov["corpus"] != "none"]  # (c): share of the corpus's tokens that are task types; none: no corpus
+    assert seen["corpus_share"].between(0, 1).all() and ov[ov["corpus"] == "none"]["corpus_share"].isna().all()
     lat = pd.read_csv(out / "latency.csv")
     assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
     par = lat[lat["mode"] == "parallel-processes"]  # members side by side, one process each (CPU, fp32)
     assert set(par["model"]) == {"committee-variants", "committee-seeds"} and (par["cores"] > 0).all()
     tables = (out / "tables.md").read_text()
     assert "## pretrain_gap" in tables and "## baseline" in tables
+    assert "corpus share (c)" in tables
     record = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()][0]
     assert len(record["commit"]) == 40 and record["failed_rows"] == 0 and record["end"] >= record["start"]
     assert record["studies"] == STUDY_NAMES

@@ -28,6 +28,16 @@ def test_occurrence_and_type_overlap_exact():
     assert res["overlap_tokens"] == pytest.approx(2 / 6)      # (a) 5 and 6 occur once each
     assert res["overlap_types"] == pytest.approx(2 / 4)       # (b) {5, 6} of {5, 6, 7, 8}
     assert res["corpus_tokens"] == 3 and res["corpus_types"] == 2
+    assert res["corpus_share"] == 1.0                          # (c) every corpus token (5, 6, 6) is a task type
+
+
+def test_corpus_share_counts_pretraining_occurrences():
+    task = [[2, 5, 7, 3]]                                    # task types {5, 7}
+    corpus = np.array([[2, 5, 5, 9, 3], [2, 7, 10, 11, 0]])  # content 5,5,9,7,10,11: 3 of 6 are task types
+    res = ov.task_corpus_overlap(task, corpus, V, SPECIAL)
+    assert res["corpus_in_task"] == 3 and res["corpus_share"] == pytest.approx(3 / 6)
+    assert res["overlap_tokens"] == 1.0                      # (a) saturates while (c) does not
+    assert np.isnan(ov.task_corpus_overlap(task, np.zeros((0, 3), np.int64), V, SPECIAL)["corpus_share"])
 
 
 def test_overlap_edge_cases():

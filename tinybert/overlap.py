@@ -14,6 +14,10 @@ article, and the task texts tokenized and truncated to the fine-tuning `max_leng
 * **occurrence overlap** (a) = sum over task token occurrences of [its id occurs at least once in the corpus]
   / number of task token occurrences. "How much of the task's text is made of tokens the model has seen."
 * **type overlap** (b) = |task types that occur in the corpus| / |task types|. Types are distinct token ids.
+* **corpus share** (c) = pre-training token occurrences whose id is a task type / pre-training token occurrences.
+  The same overlap read from the pre-training side: "how much of what the model reads is the task's vocabulary".
+  With a subword vocabulary trained on the pool, (a) and (b) saturate near 1 for any sizeable corpus; (c) is
+  the measure the controlled high/low selection below moves.
 * The task side is the union of the train (incl. validation) and test texts of one sample.
 
 Controlled selection (`select_by_overlap`): the task's *frequent* tokens are its `top_k` most frequent types
@@ -70,12 +74,15 @@ def overlap_from_counts(task_counts: np.ndarray, corpus_counts: np.ndarray) -> d
     n_types = int(task_types.sum())
     covered_tokens = int(task_counts[seen].sum())
     covered_types = int((task_types & seen).sum())
+    n_corpus = int(corpus_counts.sum())
+    corpus_in_task = int(corpus_counts[task_types].sum())
     return {
         "overlap_tokens": covered_tokens / n_tokens if n_tokens else float("nan"),
         "overlap_types": covered_types / n_types if n_types else float("nan"),
+        "corpus_share": corpus_in_task / n_corpus if n_corpus else float("nan"),
         "task_tokens": n_tokens, "task_types": n_types,
         "covered_tokens": covered_tokens, "covered_types": covered_types,
-        "corpus_tokens": int(corpus_counts.sum()), "corpus_types": int(seen.sum()),
+        "corpus_tokens": n_corpus, "corpus_in_task": corpus_in_task, "corpus_types": int(seen.sum()),
     }
 
 
@@ -199,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{res['task_tokens']:,} task tokens have an id seen in pre-training)")
     print(f"type overlap (b):       {res['overlap_types']:.4f}  ({res['covered_types']:,} of "
           f"{res['task_types']:,} task types seen)")
+    print(f"corpus share (c):       {res['corpus_share']:.4f}  ({res['corpus_in_task']:,} of "
+          f"{res['corpus_tokens']:,} pre-training tokens are task types)")
     ok = n_content > 0
     print(f"mean share of the task's top-{args.top_k} tokens per article: {scores[ok].mean():.4f}")
     return 0

@@ -77,10 +77,14 @@ def table(inp: TableInput) -> list[str]:
     ov_path = inp.ws.out / "overlap.csv"
     if ov_path.is_file():  # written by after_run even when no overlap unit has finished
         ov = pd.read_csv(ov_path)
-        g = ov.groupby(["task", "corpus", "pretrain_articles"], sort=False)[["overlap_tokens", "overlap_types"]].mean()
-        rows = [[task, corpus, n, f"{a:.4f}", f"{b:.4f}"] for (task, corpus, n), (a, b) in g.iterrows()]
-        parts += ["## overlap: every task and corpus (mean over the seeds' samples)",
-                  md_table(["task", "corpus", "articles", "token overlap (a)", "type overlap (b)"], rows)]
+        cols = [c for c in ("overlap_tokens", "overlap_types", "corpus_share") if c in ov]  # (c): older CSVs lack it
+        g = ov.groupby(["task", "corpus", "pretrain_articles"], sort=False)[cols].mean()
+        rows = [[task, corpus, n] + [f"{v:.4f}" for v in vals] for (task, corpus, n), vals in g.iterrows()]
+        names = {"overlap_tokens": "token overlap (a)", "overlap_types": "type overlap (b)",
+                 "corpus_share": "corpus share (c)"}
+        parts += ["## overlap: every task and corpus (mean over the seeds' samples; (c) = share of the corpus's "
+                  "tokens that are task types, `tinybert/overlap.py`)",
+                  md_table(["task", "corpus", "articles"] + [names[c] for c in cols], rows)]
     return parts
 
 
