@@ -69,11 +69,35 @@ def caption(fig, df: pd.DataFrame, what: str) -> None:
 
 
 def _ok(df: pd.DataFrame) -> pd.DataFrame:
-    """Finished rows at their arm's chosen lr (every row of a CSV written before the lr grid)."""
+    """Finished rows at their arm's chosen lr (every row of a CSV written before the lr grid), one per
+    fine-tuning seed (`seed_means`)."""
     ok = df["status"] == "ok"
     if "lr_chosen" in df:
         ok &= df["lr_chosen"].astype(str).str.lower().isin(["true", "1", "1.0"])
-    return df[ok]
+    return seed_means(df[ok])
+
+
+# An arm at one fine-tuning seed: the columns that stay equal across its pre-training seeds.
+ARM_SEED_KEYS = ("study", "model", "family", "pretrained", "pretrain_articles", "corpus", "vocab", "task", "setting",
+                 "committee", "member", "committee_k", "seed", "lr")
+
+
+def seed_means(df: pd.DataFrame) -> pd.DataFrame:
+    """Pre-trained units of one arm and fine-tuning seed from several pre-training seeds averaged into one row,
+    as the tables do (`summarize` in tinybert/experiments/tables.py: the fine-tuning seed is the replicate, so an error bar over
+    3 seeds x 2 pre-training seeds is a t-interval over 3 values, not 6). The committee study's rows, whose
+    members differ by pre-training seed, stay as they are."""
+    if "pretrain_seed" not in df or df.empty:
+        return df
+    merge = (df["study"] != "committee") & df["pretrain_seed"].notna()
+    if not merge.any():
+        return df
+    keys = [k for k in ARM_SEED_KEYS if k in df]
+    numeric = [c for c in df.select_dtypes("number").columns if c not in keys]
+    rest = [c for c in df.columns if c not in keys and c not in numeric]
+    agg = {**{c: "mean" for c in numeric}, **{c: "first" for c in rest}}
+    merged = df[merge].groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
+    return pd.concat([df[~merge], merged[df.columns]], ignore_index=True)
 
 
 def baseline_accuracy(df: pd.DataFrame, task: str) -> float:

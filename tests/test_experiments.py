@@ -214,6 +214,31 @@ def test_figures_from_the_csvs(smoke, tmp_path):
         assert any("bag-of-words" in label for label in labels), name
 
 
+def test_figure_error_bars_are_the_tables_intervals(smoke):
+    """Two pre-training seeds per arm: the figures average them per fine-tuning seed as the tables do, so an
+    error bar is the table's t-interval over the fine-tuning seeds (not one over seeds x pre-training seeds)."""
+    out, _ = smoke
+    sys.path.insert(0, str(REPO))
+    try:
+        make_figures = importlib.import_module("plots.make_figures")
+    finally:
+        sys.path.remove(str(REPO))
+    res = pd.read_csv(out / "results.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    gaps = make_figures.paired_gaps(res)
+    size = gaps[(gaps["study"] == "size")]
+    assert len(size) and not size.duplicated(["model", "task", "pretrain_articles", "seed"]).any()
+    checked = 0
+    for (task, n), g in size.groupby(["task", "pretrain_articles"]):
+        row = summary[(summary["study"] == "size") & (summary["task"] == task) & (summary["pretrain_articles"] == n)
+                      & summary["pretrained"].astype(bool)]
+        assert len(row) == 1 and row["n_pretrain_seeds"].iloc[0] == 2
+        assert make_figures._std(g["gap"]) == pytest.approx(row["gap_ci"].iloc[0])
+        assert g["gap"].mean() == pytest.approx(row["gap_mean"].iloc[0])
+        checked += 1
+    assert checked >= 2
+
+
 def test_a_study_registered_here_reaches_the_plan_the_tables_and_the_figures(smoke, tmp_path, monkeypatch,
                                                                              capsys):
     """A study is one object: a toy one registered in this test (no other file edited) is planned by the runner,
