@@ -252,6 +252,7 @@ def fig_overlap(data: dict, out: Path):
             ax.plot(xs, [t.get_group(n)["overlap_types"].mean() for n in xs], ls="--", marker=".",
                     color=line[0].get_color(), label=f"{task} (b) types")
         ax.set_xlabel("pre-training articles")
+        ax.xaxis.set_major_formatter(lambda x, _: f"{x / 1000:g}k" if x else "0")
         ax.set_ylabel("overlap with the task")
         ax.set_title("Token overlap vs corpus size")
         ax.legend(fontsize=7)
@@ -259,9 +260,19 @@ def fig_overlap(data: dict, out: Path):
     else:
         ax.set_axis_off()
     ax = axes[1]
+    # x: the corpus share (c) where overlap.csv has it: with a vocabulary trained on the pool, (a) sits at ~1.0
+    # for every corpus and cannot separate them; older CSVs without (c) fall back to (a).
+    use_c = "corpus_share" in ov
+
+    def x_of(rows, task, corpus, n=None):
+        if not use_c:
+            return rows["overlap_tokens"].mean()
+        o = ov[(ov["task"] == task) & (ov["corpus"] == corpus)]
+        return o[o["pretrain_articles"] == n]["corpus_share"].mean() if n is not None else o["corpus_share"].mean()
+
     for task in _tasks(size) if not size.empty else []:
         t = size[size["task"] == task].groupby("pretrain_articles")
-        xs = [t.get_group(n)["overlap_tokens"].mean() for n in sorted(t.groups)]
+        xs = [x_of(t.get_group(n), task, "nested", n) for n in sorted(t.groups)]
         ys = [t.get_group(n)["gap"].mean() for n in sorted(t.groups)]
         es = [_std(t.get_group(n)["gap"]) for n in sorted(t.groups)]
         ax.errorbar(xs, ys, yerr=es, marker="o", capsize=2, ls=":", label=f"{task} (size study)")
@@ -269,13 +280,13 @@ def fig_overlap(data: dict, out: Path):
         for arm, marker in zip(ARM_ORDER, ("^", "s", "v")):
             a = ctrl[ctrl["corpus"] == arm]
             if len(a):
-                ax.errorbar([a["overlap_tokens"].mean()], [a["gap"].mean()], yerr=[_std(a["gap"])], marker=marker,
+                ax.errorbar([x_of(a, a["task"].iloc[0], arm)], [a["gap"].mean()], yerr=[_std(a["gap"])], marker=marker,
                             ms=8, capsize=3, color="k", ls="none", label=f"{a['task'].iloc[0]} {arm} overlap")
     ax.axhline(0, color="0.6", lw=0.8)
     for task in (_tasks(ctrl) if not ctrl.empty else []):
         baseline_line(ax, baseline_accuracy(res, task) - scratch_accuracy(res[res["study"] == "overlap"], task),
                       label=f"{task}: bag-of-words - scratch")
-    ax.set_xlabel("token-occurrence overlap (a)")
+    ax.set_xlabel("corpus share (c)" if use_c else "token-occurrence overlap (a)")
     ax.set_ylabel("gap: pre-trained - scratch accuracy")
     ax.set_title("Gap vs overlap")
     ax.legend(fontsize=7)
@@ -288,7 +299,7 @@ def fig_overlap(data: dict, out: Path):
         bars = ax.bar(arms, means, yerr=stds, capsize=4, color=["#2ca02c", "#7f7f7f", "#d62728"][:len(arms)])
         for b, a in zip(bars, arms):
             o = ctrl[ctrl["corpus"] == a]["overlap_tokens"].mean()
-            share = ov[ov["corpus"] == a]["corpus_share"].mean() if "corpus_share" in ov else float("nan")
+            share = x_of(ctrl, ctrl["task"].iloc[0], a) if use_c else float("nan")
             label = f"(a) {o:.3f}" + ("" if np.isnan(share) else f", (c) {share:.3f}")
             ax.annotate(label, (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
                         xytext=(0, -12 if b.get_height() >= 0 else 4), ha="center", fontsize=8)
