@@ -84,9 +84,9 @@ ARM_SEED_KEYS = ("study", "model", "family", "pretrained", "pretrain_articles", 
 
 def seed_means(df: pd.DataFrame) -> pd.DataFrame:
     """Pre-trained units of one arm and fine-tuning seed from several pre-training seeds averaged into one row,
-    as the tables do (`summarize` in tinybert/experiments/tables.py: the fine-tuning seed is the replicate, so an error bar over
-    3 seeds x 2 pre-training seeds is a t-interval over 3 values, not 6). The committee study's rows, whose
-    members differ by pre-training seed, stay as they are."""
+    as the tables do (`summarize` in tinybert/experiments/tables.py: the fine-tuning seed is the replicate, so
+    an error bar over 3 seeds x 2 pre-training seeds is a t-interval over 3 values, not 6). The committee
+    study's rows, whose members differ by pre-training seed, stay as they are."""
     if "pretrain_seed" not in df or df.empty:
         return df
     merge = (df["study"] != "committee") & df["pretrain_seed"].notna()
