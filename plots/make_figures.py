@@ -296,13 +296,13 @@ def fig_overlap(data: dict, out: Path):
         arms = [a for a in ARM_ORDER if a in set(ctrl["corpus"])]
         means = [ctrl[ctrl["corpus"] == a]["gap"].mean() for a in arms]
         stds = [_std(ctrl[ctrl["corpus"] == a]["gap"]) for a in arms]
-        bars = ax.bar(arms, means, yerr=stds, capsize=4, color=["#2ca02c", "#7f7f7f", "#d62728"][:len(arms)])
-        for b, a in zip(bars, arms):
+        ax.bar(arms, means, yerr=stds, capsize=4, color=["#2ca02c", "#7f7f7f", "#d62728"][:len(arms)])
+        ticks = []
+        for a in arms:  # the overlap values go under the tick labels, where no error bar can cross them
             o = ctrl[ctrl["corpus"] == a]["overlap_tokens"].mean()
             share = x_of(ctrl, ctrl["task"].iloc[0], a) if use_c else float("nan")
-            label = f"(a) {o:.3f}" + ("" if np.isnan(share) else f", (c) {share:.3f}")
-            ax.annotate(label, (b.get_x() + b.get_width() / 2, 0), textcoords="offset points",
-                        xytext=(0, -12 if b.get_height() >= 0 else 4), ha="center", fontsize=8)
+            ticks.append(f"{a}\n(a) {o:.3f}" + ("" if np.isnan(share) else f"\n(c) {share:.3f}"))
+        ax.set_xticks(range(len(arms)), ticks)
         ax.axhline(0, color="0.6", lw=0.8)
         task = ctrl["task"].iloc[0]
         baseline_line(ax, baseline_accuracy(res, task) - scratch_accuracy(res[res["study"] == "overlap"], task),
