@@ -2,14 +2,14 @@
 
 Where it sits in the flow: raw files -> a reader (agnews.py, dbpedia.py, fewrel.py, csv_task.py) -> RawTask ->
 data_prep/tasks.py `load_task` (which looks the reader up **here**) -> TaskData. The same rows give eval.py its
-`--task` choices, tinybert/overlap.py its task choices, and the experiment runner its label counts and typical text
-lengths, so none of them lists task names of its own.
+`--task` choices, tinybert/overlap.py its task choices, and the experiment runner its label counts, so none of
+them lists task names of its own.
 
 Adding a task is one reader file plus one row (README.md, 'Adding a task'):
   * the reader: `def load_mytask(data_dir=None) -> RawTask` (plus `setting=` when the row has settings, plus the
     keyword arguments named in `options`); it reads `<data dir>/mytask/` (tinybert.data_dir.dataset_dir) and
     returns every usable row, unsampled;
-  * the row: `register(TaskRow("mytask", load_mytask, num_labels=6, typical_tokens=14, default_sizes=(500, 100),
+  * the row: `register(TaskRow("mytask", load_mytask, num_labels=6, default_sizes=(500, 100),
     expected=mytask.EXPECTED))`, in `_BUILTIN` below for a task that ships with tinybert, or from your own code.
 
 Readers import only data_prep/task_types.py (and shared row readers such as zhang_csv.py), never this module or
@@ -44,7 +44,6 @@ class TaskRow:
     name: str  # the --task value
     reader: Callable[..., RawTask]  # reader(data_dir, [setting=...], **{option: value for option in options})
     num_labels: int | None  # None: known only from the data (the csv task)
-    typical_tokens: int | None  # mean bert-base tokens per text, [CLS]/[SEP] incl.; for time estimates only
     default_sizes: tuple[int | None, int | None] = (None, None)  # (train, test) per label; None: every row
     settings: tuple[Setting, ...] = ()  # the first is the default
     expected: str = ""  # the expected files and format, for error messages and help
@@ -84,13 +83,13 @@ class TaskRow:
 
 
 _BUILTIN = (
-    TaskRow("agnews", agnews.load_agnews, num_labels=4, typical_tokens=54, default_sizes=(1000, 1000),
+    TaskRow("agnews", agnews.load_agnews, num_labels=4, default_sizes=(1000, 1000),
              expected=agnews.EXPECTED),
-    TaskRow("dbpedia", dbpedia.load_dbpedia, num_labels=14, typical_tokens=66, default_sizes=(100, 100),
+    TaskRow("dbpedia", dbpedia.load_dbpedia, num_labels=14, default_sizes=(100, 100),
              expected=dbpedia.EXPECTED),
-    TaskRow("fewrel", fewrel.load_fewrel, num_labels=64, typical_tokens=36, default_sizes=(630, 70),
+    TaskRow("fewrel", fewrel.load_fewrel, num_labels=64, default_sizes=(630, 70),
              settings=(Setting("train64", 64), Setting("val16", 16)), expected=fewrel.EXPECTED),
-    TaskRow("csv", csv_task.read_csv_files, num_labels=None, typical_tokens=None, options=READER_OPTIONS,
+    TaskRow("csv", csv_task.read_csv_files, num_labels=None, options=READER_OPTIONS,
              expected="a CSV, TSV or JSON-lines file with a text and a label column (--train, --text-col, "
                       "--label-col; optional --test)"),
 )

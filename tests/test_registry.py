@@ -25,13 +25,11 @@ _spec.loader.exec_module(evalcli)
 def test_builtin_rows_keep_the_numbers():
     assert task_names() == ("agnews", "dbpedia", "fewrel", "csv")
     assert task_names(data_dir_only=True) == ("agnews", "dbpedia", "fewrel")
-    # what runner.py's NUM_LABELS / TYPICAL_TOKENS and tasks.py's DEFAULT_SIZES / FEWREL_SETTINGS held
+    # what runner.py's NUM_LABELS and tasks.py's DEFAULT_SIZES / FEWREL_SETTINGS held
     assert {n: get_task(n).label_count() for n in task_names()} == {"agnews": 4, "dbpedia": 14, "fewrel": 64,
                                                                      "csv": None}
     assert get_task("fewrel").label_count("val16") == 16 == get_task("fewrel").label_count("fewrel-val16")
     assert get_task("fewrel").label_count("train64") == 64
-    assert {n: get_task(n).typical_tokens for n in task_names()} == {"agnews": 54, "dbpedia": 66, "fewrel": 36,
-                                                                      "csv": None}
     assert {n: get_task(n).default_sizes for n in task_names()} == {
         "agnews": (1000, 1000), "dbpedia": (100, 100), "fewrel": (630, 70), "csv": (None, None)}
     assert get_task("fewrel").setting_names == ("train64", "val16")
@@ -63,7 +61,7 @@ def load_trec(data_dir=None):
     return load_csv_task(root / "train.csv", root / "test.csv", "question", "coarse")
 
 
-TREC_ROW = TaskRow("trec", load_trec, num_labels=2, typical_tokens=12, default_sizes=(12, 5),
+TREC_ROW = TaskRow("trec", load_trec, num_labels=2, default_sizes=(12, 5),
                    expected=TREC_EXPECTED)
 
 WORDS = ["good", "bad"] + [f"w{i}" for i in range(8)]
@@ -106,7 +104,7 @@ def test_a_new_task_is_one_reader_and_one_row(trec, capsys):
     # the commands' --task choices (parsers built after the row was registered)
     assert evalcli.build_parser().parse_args(["--task", "trec", "--no-pretrain"]).task == "trec"
     assert overlap.build_parser().parse_args(["--task", "trec", "--wiki-size", "1"]).task == "trec"
-    assert get_task("trec").label_count() == 2 and get_task("trec").typical_tokens == 12  # the runner's estimate
+    assert get_task("trec").label_count() == 2  # the runner's estimate
 
     # and eval.py end to end, with the real reader: nothing else was changed for this task
     (trec / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
@@ -137,7 +135,7 @@ def test_a_row_with_settings_passes_the_setting_to_its_reader(tmp_path):
 
     write_trec(tmp_path, 20, "train.csv")
     write_trec(tmp_path, 20, "test.csv")
-    registry.register(TaskRow("trec2", reader, 2, 12, (4, 2), settings=(Setting("a"), Setting("b", 3))))
+    registry.register(TaskRow("trec2", reader, 2, (4, 2), settings=(Setting("a"), Setting("b", 3))))
     try:
         assert load_task("trec2", tmp_path).setting == "trec2-a"
         assert load_task("trec2", tmp_path, setting="trec2-b", train_per_label=3).setting == "trec2-b-3/2"

@@ -29,15 +29,17 @@ it was interrupted. So an interrupted run continues where it stopped, and a grow
 Any exception inside a unit is caught, recorded as failed (with the error) and the run goes on; Ctrl-C stops.
 
 Estimate: each model configuration's training step is timed once on this machine (a pre-training step at
-seq_len and a fine-tuning step at each task's typical length, optimiser step included; cached per machine in
-<cache dir>/calibration.json), times the steps each unit will take, divided by the number of parallel jobs.
+seq_len and a fine-tuning step at the mean padded width of the task sample's batches, optimiser step included;
+cached per machine in <cache dir>/calibration.json, keyed by width), times the steps each unit will take, divided
+by the number of parallel jobs.
 The ETA after each unit rescales the remaining estimate by the measured/estimated ratio so far.
 
 Parallel jobs (`--jobs N`, the cpu preset's default is 2): units run in N spawned worker processes with
 `--threads` torch threads each (default 1); with `--device cuda` and several GPUs, worker i uses GPU i % n
 (`worker_device`). For these small models two 1-thread processes get more done on two cores than one
-2-thread process. A group (one pre-training plus every unit that starts from it, or the scratch units that
-can be batched together) always runs in one worker, so a pre-training is never run twice.
+2-thread process. A group (one pre-training still to train plus every unit that starts from it, or the units
+that can be batched together) always runs in one worker, so a pre-training is never run twice
+(`parallel_groups`).
 
 Batching (unless --no-batch): consecutive units that differ only in their seeds (units.batch_key: fine-tuning
 seeds, committee members) run as one batched model (units.run_finetune_batched, tinybert/finetune_batched.py),
@@ -55,16 +57,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from data_prep.corpus import default_cache_dir
 from data_prep.registry import get_task
 from tinybert.config import ModelConfig
+from tinybert.data import epoch_permutation
+from tinybert.finetune import FinetuneConfig
 from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassification, dense_to_targets
 from tinybert.runtime import git_commit, git_uncommitted_changes
 
-from .presets import Preset
+from .presets import Preset, TaskSpec
 from .studies import GridRow, build_grid, registered
 from .lr_select import extensions_needed
 from .tables import collect, write_tables
@@ -87,6 +92,7 @@ class Estimator:
         # machine-specific, not run-specific: shared by every output folder that uses this cache
         self.path = Path(ws.cache_dir or default_cache_dir()) / "calibration.json"
         self.cache = read_json(self.path) or {}
+        self._widths: dict = {}
 
     def _step(self, kind: str, config: dict, length: int, num_labels: int = 2) -> float:
         batch = self.preset.pretrain["batch_size"] if kind == "pretrain" else self.preset.finetune["batch_size"]
@@ -109,7 +115,7 @@ class Estimator:
         if spec["kind"] == "baseline":  # a TF-IDF + logistic-regression fit: seconds, not worth timing
             return 2.0
         task, f = spec["task"], spec["finetune"]
-        row = get_task(task["name"])  # label count and typical length: the task table, data_prep/registry.py
+        row = get_task(task["name"])  # the label count: the task table, data_prep/registry.py
         labels = task["labels"] or row.label_count(task["setting"])
         if labels is None:  # e.g. the csv task: only its data knows; a guess would skew the time estimate silently
             raise ValueError(f"task {row.name!r}: no label count in data_prep/registry.py; set labels in the "
@@ -119,9 +125,39 @@ class Estimator:
             n_val = max(1, int(task["train_per_label"] * 0.1))
         n_train = labels * (task["train_per_label"] - n_val)
         n_eval = labels * (n_val + task["test_per_label"])
-        length = min(f["max_length"], row.typical_tokens or f["max_length"])
-        t = self._step("finetune", spec["model"], length, labels)
-        return f["epochs"] * (math.ceil(n_train / f["batch_size"]) * t + n_eval / f["batch_size"] * t / 3) + 1.0
+        train_width, eval_width = self.widths(spec)
+        t = self._step("finetune", spec["model"], train_width, labels)
+        t_eval = self._step("finetune", spec["model"], eval_width, labels) / 3  # forward only: a third of a step
+        return f["epochs"] * (math.ceil(n_train / f["batch_size"]) * t + n_eval / f["batch_size"] * t_eval) + 1.0
+
+    def widths(self, spec: dict) -> tuple[int, int]:
+        """The padded widths the unit's steps will have: the mean over training batches (a random order, each
+        padded to its longest row) and over evaluation batches (sorted by length), from the task sample itself,
+        rounded up to a multiple of 8 (fewer probes). A task's typical text length would not do: random
+        batches pad to near their longest row (AG News, our 8k vocabulary: mean row 65 tokens, mean training
+        batch 116 wide), and an estimate at the mean length was 2.4x short. One sample (the first seed asked
+        for) stands for every seed of a task: their widths differ by a token or so."""
+        task, f = spec["task"], spec["finetune"]
+        key = (spec_hash(task), f["max_length"], f["batch_size"])
+        if key not in self._widths:
+            train, val, test = self.ws.encoded(TaskSpec(**task), spec["seed"], f["max_length"])
+            eval_batch = f.get("eval_batch_size", FinetuneConfig.eval_batch_size)
+            widths = (mean_padded_width([len(x) for x in train.ids], f["batch_size"], shuffle_seed=spec["seed"]),
+                      mean_padded_width([len(x) for x in val.ids + test.ids], eval_batch))
+            self._widths[key] = tuple(min(f["max_length"], 8 * math.ceil(w / 8)) for w in widths)
+        return self._widths[key]
+
+
+def mean_padded_width(lengths, batch_size: int, shuffle_seed: int | None = None) -> float:
+    """Mean width of the batches that finetune.DeviceBatches cuts from rows of these lengths: each batch is
+    as wide as its longest row; rows in a random epoch order (shuffle_seed, as train_batches) or sorted by
+    length (None, as eval_batches)."""
+    lengths = np.asarray(lengths)
+    if len(lengths) == 0:
+        return 0.0
+    order = (epoch_permutation(len(lengths), shuffle_seed, 0).numpy() if shuffle_seed is not None
+             else np.argsort(lengths, kind="stable"))
+    return float(np.mean([lengths[order[i:i + batch_size]].max() for i in range(0, len(order), batch_size)]))
 
 
 def probe_step(config: ModelConfig, kind: str, batch: int, length: int, num_labels: int, device,
@@ -470,27 +506,33 @@ def _worker_group(job) -> list:
     return out
 
 
-def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs: int, threads: int,
-                 progress: Progress, log, batch: bool = True) -> None:
-    """Units in `jobs` worker processes (spawned; `threads` torch threads each). A group = the units sharing one
-    pre-training (so it is trained once, by one worker) or the scratch units of one batch_key (one scratch unit
-    without `batch`); the longest groups go first."""
-    import multiprocessing
-
-    by_pre: dict = {}
+def parallel_groups(todo, estimates, pre_todo, batch: bool = True) -> list[list[GridRow]]:
+    """The work of one worker each, longest first: the units sharing a pre-training still to train (so it is
+    trained once, by one worker, before them); else the units of one batch_key (one batched model; one unit
+    without `batch`), whether they start from scratch or from a pre-training already on disk, so that a
+    finished pre-training's units spread over all the workers instead of queueing in one."""
+    by_key: dict = {}
     for r in todo:
-        if r.pretrain is None:
-            key = ("scratch", batch_key(r.ft) if batch else r.ft_hash)
-        else:
+        if r.pretrain is not None and spec_hash(r.pretrain) in pre_todo:
             key = ("pre", spec_hash(r.pretrain))
-        by_pre.setdefault(key, []).append(r)
-    groups = list(by_pre.values())
+        else:
+            key = ("unit", batch_key(r.ft) if batch else r.ft_hash)
+        by_key.setdefault(key, []).append(r)
 
     def cost(g):
         pre = estimates.get(spec_hash(g[0].pretrain), 0.0) if g[0].pretrain is not None else 0.0
         return pre + sum(estimates[r.ft_hash] for r in g)
 
-    groups.sort(key=cost, reverse=True)
+    return sorted(by_key.values(), key=cost, reverse=True)
+
+
+def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs: int, threads: int,
+                 progress: Progress, log, batch: bool = True) -> None:
+    """Units in `jobs` worker processes (spawned; `threads` torch threads each), in the groups of
+    `parallel_groups`."""
+    import multiprocessing
+
+    groups = parallel_groups(todo, estimates, pre_todo, batch)
     rows = {r.ft_hash: r for r in todo}
     ws_args = {"preset": preset, "out": ws.out, "data_dir": ws.data_dir, "cache_dir": ws.cache_dir,
                "sources": ws.sources, "device": str(ws.device), "precision": (ws.precision.name, ws.precision.reason),
