@@ -635,3 +635,31 @@ def test_a_finished_pretrainings_units_spread_over_the_workers():
     assert all(len({(r.ft["lr"], spec_hash(r.pretrain or {})) for r in g}) == 1 for g in groups[1:])
     # without batching, every unit of a finished pre-training is a group of its own
     assert len(parallel_groups(todo, estimates, {spec_hash(to_train): to_train}, batch=False)) == 1 + 12
+
+
+def test_two_worker_processes_run_a_grown_grid_from_a_finished_pretraining(tmp_path):
+    """run_parallel end to end (spawned workers): the pre-training runs in one process first; the seeds added
+    later start from it on disk, and their units spread over 2 workers, one group per batch key."""
+    from dataclasses import replace
+
+    from tinybert.experiments.presets import get_preset
+    from tinybert.experiments.runner import run_studies
+    from tinybert.experiments.units import Workspace
+    from tinybert.runtime import Precision
+
+    def run(seeds, jobs):
+        preset = replace(get_preset("smoke"), seeds=seeds, pretrain_seeds=(0,))
+        ws = Workspace(preset, tmp_path / "out", sources=[make_source(tmp_path / "wiki.txt")],
+                       cache_dir=tmp_path / "cache", precision=Precision("fp32", "test"))
+        lines = []
+        assert run_studies(preset, ws, ("pretrain_gap",), models=["bert6"], tasks=["agnews"], jobs=jobs,
+                           threads=1, log=lines.append) == 0
+        return lines
+
+    run((0,), 1)
+    lines = run((0, 1, 2), 2)
+    # 2 arms x 2 lrs x 2 new seeds; one batched group per (arm, lr): none waits on the pre-training's worker
+    assert "running 8 units in 4 groups on 2 worker processes x 1 thread(s)" in lines
+    df = pd.read_csv(tmp_path / "out" / "results.csv")
+    ft = df[df["study"] == "pretrain_gap"]
+    assert len(ft) == 12 and (ft["status"] == "ok").all() and sorted(set(ft["seed"])) == [0, 1, 2]
