@@ -4,6 +4,7 @@ One smoke run (every study, 2 seeds, a small synthetic Wikipedia source so the t
 corpus) is shared by the tests of this module: columns, caching, resuming a grown grid, a failing unit, plots.
 """
 
+import ast
 import importlib
 import json
 import sys
@@ -663,3 +664,36 @@ def test_two_worker_processes_run_a_grown_grid_from_a_finished_pretraining(tmp_p
     df = pd.read_csv(tmp_path / "out" / "results.csv")
     ft = df[df["study"] == "pretrain_gap"]
     assert len(ft) == 12 and (ft["status"] == "ok").all() and sorted(set(ft["seed"])) == [0, 1, 2]
+
+
+def test_an_arm_finished_in_an_earlier_run_extends_its_lr_grid_at_the_start_of_the_next(tmp_path):
+    """AG News's arms finish in run 1 (no extensions then); run 2 extends them before it plans, so their new lr
+    runs beside DBpedia's units; DBpedia's arms, still to run, extend only after their units finish."""
+    from dataclasses import replace
+
+    from tinybert.experiments.presets import get_preset
+    from tinybert.experiments.runner import run_studies
+    from tinybert.experiments.units import Workspace
+    from tinybert.runtime import Precision
+
+    def run(extensions, tasks):
+        preset = replace(get_preset("smoke"), lr_extensions=extensions, pretrain_seeds=(0,), seeds=(0,))
+        ws = Workspace(preset, tmp_path / "out", sources=[make_source(tmp_path / "wiki.txt")],
+                       cache_dir=tmp_path / "cache", precision=Precision("fp32", "test"))
+        lines = []
+        assert run_studies(preset, ws, ("pretrain_gap",), models=["bert6"], tasks=tasks, log=lines.append) == 0
+        return lines
+
+    run(0, ["agnews"])
+    lines = run(1, ["agnews", "dbpedia"])
+    plan_at = next(i for i, line in enumerate(lines) if line.startswith("plan:"))
+    early = [line for line in lines[:plan_at] if line.startswith("lr grid extended")]
+    late = [line for line in lines[plan_at:] if line.startswith("lr grid extended")]
+    # both AG News arms of the study, before the plan (and the committee's BERT-6 reference arm: the same units)
+    def arms(found):
+        return {ast.literal_eval(line.split("extended: ")[1].split(" gets")[0]) for line in found}
+
+    assert arms(early) == {("bert6", False, 0, "none", "agnews", ""), ("bert6", True, 200, "nested", "agnews", ""),
+                           ("bert6", True, 200, "nested", "agnews", "reference")}
+    assert "4 cached, 6 to run" in lines[plan_at], lines  # DBpedia's 2 arms x 2 lrs, AG News's 2 extension units
+    assert late and {arm[4] for arm in arms(late)} == {"dbpedia"}

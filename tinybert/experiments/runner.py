@@ -71,7 +71,7 @@ from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset, TaskSpec
 from .studies import GridRow, build_grid, registered
-from .lr_select import extensions_needed
+from .lr_select import extension_key, extensions_needed
 from .tables import collect, write_tables
 from .units import (Workspace, batch_key, format_exception, ft_record, now, pretrain_dir, pretrain_done, read_json,
                     record_failure, run_baseline, run_finetune, run_finetune_batched, run_pretrain, spec_hash,
@@ -260,6 +260,20 @@ def estimate(preset: Preset, ws: Workspace, p: dict, jobs: int, log=print) -> di
     return estimates
 
 
+def extend_lr_grid(preset: Preset, ws: Workspace, log=print, running=()) -> bool:
+    """Record one more lr for every arm whose finished units chose an end of its grid (lr_select.py); True when
+    any was added. An arm with a unit among `running` (grid rows still to run) waits: its choice is partial."""
+    if preset.lr_extensions <= 0:
+        return False
+    busy = {extension_key(r.arm) for r in running}
+    added = [(key, lr) for key, lr in extensions_needed(collect(preset, ws).attrs["lr_selection"], preset.lrs,
+                                                        preset.lr_extensions, ws.lr_extensions)
+             if key not in busy]
+    if added:
+        ws.add_lr_extensions(added, log)
+    return bool(added)
+
+
 def claim_output(preset: Preset, out: Path) -> None:
     """Refuse a folder that holds another preset's results, else record this preset there."""
     out.mkdir(parents=True, exist_ok=True)
@@ -281,6 +295,9 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     selected = registered(studies)  # unknown names fail here, before anything runs
     claim_output(preset, out)
     p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
+    # an arm whose units all finished in an earlier run extends now, beside the rest of the work, not after it
+    if not dry_run and extend_lr_grid(preset, ws, log, running=p["todo"]):
+        p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
     todo, pre_todo, retry = p["todo"], p["pre_todo"], p["retry"]
     only = "".join(f"; only {what} {', '.join(map(str, names))}" for what, names in
                    (("models", models), ("tasks", tasks), ("pre-training seeds", pretrain_seeds)) if names is not None)
@@ -296,11 +313,8 @@ def run_studies(preset: Preset, ws: Workspace, studies, *, retry_failed: bool = 
     record = run_record(ws, studies, jobs, threads, len(todo), len(pre_todo), dirty)
     run_todo(preset, ws, p, estimates, jobs, threads, batch, log)
     for _ in range(2 * preset.lr_extensions):  # where a choice sits at an end of its arm's grid, go one lr further
-        added = extensions_needed(collect(preset, ws).attrs["lr_selection"], preset.lrs, preset.lr_extensions,
-                                  ws.lr_extensions)
-        if not added:
+        if not extend_lr_grid(preset, ws, log):
             break
-        ws.add_lr_extensions(added, log)
         p = plan(preset, ws, studies, retry_failed, models, tasks, pretrain_seeds)
         log(f"lr extension: {len(p['todo'])} more fine-tuning units")
         if not p["todo"]:  # the new lrs belong to arms outside this block: its own rerun will run them
