@@ -70,6 +70,7 @@ from tinybert.model import IGNORE_INDEX, BertForMaskedLM, BertForSequenceClassif
 from tinybert.runtime import git_commit, git_uncommitted_changes
 
 from .presets import Preset, TaskSpec
+from .process_guard import exit_when_orphaned, sigterm_as_interrupt
 from .studies import GridRow, build_grid, registered
 from .lr_select import extension_key, extensions_needed
 from .tables import collect, write_tables
@@ -489,8 +490,9 @@ def worker_device(device: str, index: int, device_count: int) -> str:
     return device
 
 
-def _worker_init(ws_args: dict, threads: int, slots) -> None:
+def _worker_init(ws_args: dict, threads: int, slots, parent_pid: int) -> None:
     """slots: a queue holding 0..jobs-1; each worker takes one number, its index (for worker_device)."""
+    exit_when_orphaned(parent_pid)  # a killed run takes its workers with it (process_guard.py)
     torch.set_num_threads(max(threads, 1))
     ws_args = dict(ws_args)
     from tinybert.runtime import Precision
@@ -558,7 +560,8 @@ def run_parallel(preset: Preset, ws: Workspace, todo, estimates, pre_todo, jobs:
         slots.put(i)
     last_tables = time.perf_counter()
     try:
-        with ctx.Pool(jobs, initializer=_worker_init, initargs=(ws_args, threads, slots)) as pool:
+        with sigterm_as_interrupt(), ctx.Pool(jobs, initializer=_worker_init,
+                                              initargs=(ws_args, threads, slots, os.getpid())) as pool:
             for results in pool.imap_unordered(_worker_group, [(g, estimates, pre_todo, batch) for g in groups]):
                 for h, msg, real, est in results:
                     progress.update(rows[h], msg, real, est, quiet=True)
