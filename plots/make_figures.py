@@ -324,7 +324,7 @@ def fig_overlap(data: dict, out: Path):
 def fig_committee(data: dict, out: Path):
     res = _ok(data["results"])
     com = res[res["study"] == "committee"]
-    if com.empty:
+    if com.empty or com["committee_k"].isna().all():  # no curve yet (only units it shares with other studies)
         return None
     lat = data["latency"]
     tasks = _tasks(com)
@@ -377,7 +377,7 @@ def fig_committee(data: dict, out: Path):
 def fig_reset_unseen(data: dict, out: Path):
     gaps = paired_gaps(data["results"])
     gaps = gaps[gaps["study"] == "reset_unseen"]
-    if gaps.empty:
+    if not gaps["corpus"].isin(["nested-reset", "nested-blocks"]).any():  # no intervention has run: no reading
         return None
     tasks = _tasks(gaps)
     sizes = sorted(gaps["pretrain_articles"].unique())
@@ -425,7 +425,7 @@ def make_figures(results_dir, out_dir="plots", studies=None) -> list[Path]:
             continue
         fig = fn(data, out)
         if fig is None:
-            print(f"{name}: no finished units, no figure")
+            print(f"{name}: none of its own units has finished, no figure")
             continue
         path = out / f"{preset}_{name}.png"
         fig.savefig(path, dpi=120)
