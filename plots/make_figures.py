@@ -321,6 +321,16 @@ def fig_overlap(data: dict, out: Path):
     return fig
 
 
+def latency_label(r) -> str:
+    """A latency bar's label: model, committee size and mode, and the torch threads per process when recorded
+    (parallel-processes: one process per member, 1 thread each)."""
+    threads = getattr(r, "threads", float("nan"))
+    thr = "" if pd.isna(threads) else f", {int(threads)} thr"
+    if r.mode == "single":
+        return f"{r.model}{thr}"
+    return f"{r.model} K={int(r.members)}\n{r.mode}{thr}"
+
+
 def fig_committee(data: dict, out: Path):
     res = _ok(data["results"])
     com = res[res["study"] == "committee"]
@@ -355,8 +365,7 @@ def fig_committee(data: dict, out: Path):
     if not lat.empty:
         ax = axes[0][-1]
         batches = sorted(lat["batch"].unique())
-        labels = [f"{r.model}\n{r.mode}" if r.mode != "single" else r.model
-                  for r in lat[lat["batch"] == batches[0]].itertuples()]
+        labels = [latency_label(r) for r in lat[lat["batch"] == batches[0]].itertuples()]
         x = np.arange(len(labels))
         width = 0.8 / len(batches)
         for j, b in enumerate(batches):

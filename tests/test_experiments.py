@@ -99,6 +99,11 @@ def test_results_csv_columns_and_rows(smoke):
     assert {"bert6", "committee-variants", "committee-seeds"} <= set(lat["model"]) and (lat["median_ms"] > 0).all()
     par = lat[lat["mode"] == "parallel-processes"]  # members side by side, one process each (CPU, fp32)
     assert set(par["model"]) == {"committee-variants", "committee-seeds"} and (par["cores"] > 0).all()
+    assert (par["threads"] == 1).all()  # one thread per member process
+    from tinybert.experiments.studies.committee import latency_threads
+    single = lat[lat["mode"] == "single"]  # in-process modes at 1 thread and at one per core
+    assert sorted(set(single["threads"])) == list(latency_threads(torch.device("cpu")))
+    assert len(single) == len(set(single["threads"])) * lat["batch"].nunique() * single["model"].nunique()
     tables = (out / "tables.md").read_text()
     assert "## pretrain_gap" in tables and "## baseline" in tables
     assert "corpus share (c)" in tables
@@ -705,3 +710,20 @@ def test_an_arm_finished_in_an_earlier_run_extends_its_lr_grid_at_the_start_of_t
                            ("bert6", True, 200, "nested", "agnews", "reference")}
     assert "4 cached, 6 to run" in lines[plan_at], lines  # DBpedia's 2 arms x 2 lrs, AG News's 2 extension units
     assert late and {arm[4] for arm in arms(late)} == {"dbpedia"}
+
+
+def test_the_tables_read_only_the_newest_latency_record_of_this_machine(tmp_path):
+    from tinybert.experiments.tables import latest_latency
+    from tinybert.experiments.units import write_json_atomic
+
+    def record(name, machine, date, ms):
+        write_json_atomic(tmp_path / f"latency-{name}.json",
+                          {"spec": {"machine": machine, "precision": "fp32"}, "date": date,
+                           "rows": [{"model": "bert6", "median_ms": ms}]})
+
+    assert latest_latency(tmp_path, "cpu A") is None
+    record("a", "cpu A", "2026-11-30 07:38", 1.0)
+    record("b", "cpu A", "2026-12-01 09:00", 2.0)  # remeasured after a change to what is timed
+    record("c", "cpu B", "2026-12-02 09:00", 3.0)  # another machine, newer still
+    assert latest_latency(tmp_path, "cpu A")["rows"] == [{"model": "bert6", "median_ms": 2.0}]
+    assert latest_latency(tmp_path, "cpu B")["rows"][0]["median_ms"] == 3.0

@@ -9,6 +9,7 @@ tables.md is a loop over the registered studies' table sections. It runs no mode
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,6 +193,14 @@ def _blank_keys(df: pd.DataFrame, keys) -> pd.DataFrame:
     return df
 
 
+def latest_latency(units: Path, machine: str) -> dict | None:
+    """The newest latency record (units/latency-*.json) measured on `machine`, or None. Only the newest: a change
+    to what is timed (a new spec) measures again, and the older record's rows must not sit beside the new ones."""
+    recs = [rec for rec in map(read_json, sorted(units.glob("latency-*.json")))
+            if rec and rec["spec"].get("machine") == machine]
+    return max(recs, key=lambda r: r.get("date") or "") if recs else None
+
+
 def write_tables(preset: Preset, ws: Workspace, log=print, studies=None) -> int:
     """Rewrite every CSV and tables.md; return the number of failed rows of `studies` (default: all)."""
     out = ws.out
@@ -201,12 +210,9 @@ def write_tables(preset: Preset, ws: Workspace, log=print, studies=None) -> int:
     selection.to_csv(out / "lr_selection.csv", index=False)
     summary = summarize(df)
     summary.to_csv(out / "summary.csv", index=False)
-    lat = []
-    for path in sorted(ws.units.glob("latency-*.json")):
-        rec = read_json(path)
-        if rec and rec["spec"].get("machine") == ws.machine:
-            lat += [{**row, "device": rec["spec"]["machine"], "precision": rec["spec"]["precision"],
-                     "preset": preset.name, "date": rec.get("date")} for row in rec["rows"]]
+    rec = latest_latency(ws.units, ws.machine)
+    lat = [] if rec is None else [{**row, "device": rec["spec"]["machine"], "precision": rec["spec"]["precision"],
+                                   "preset": preset.name, "date": rec.get("date")} for row in rec["rows"]]
     if lat:
         pd.DataFrame(lat).to_csv(out / "latency.csv", index=False)
     text = tables_markdown(preset, ws, df, summary, lat, selection)

@@ -94,14 +94,19 @@ def latency_spec(ws: Workspace, preset: Preset) -> dict:
     return {"kind": "latency", "deep": ws.model_config(preset.deep).to_dict(),
             "shallow": [ws.model_config(m).to_dict() for m in preset.shallow], "k": preset.committee_seeds,
             "seq_len": preset.finetune["max_length"], "latency": preset.latency, "machine": ws.machine,
-            "precision": ws.precision.name}
+            "precision": ws.precision.name, "threads": list(latency_threads(ws.device))}
 
 
 def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
     """Median forward time of the deep model, each BERT-1 variant, the committee of the variants (member by
     member) and the K-seeds committee (member by member, and as one batched vmapped forward), and on the CPU in
     fp32 both committees with each member in its own process (committee_parallel.ProcessCommittee), with
-    tinybert.bench_latency.time_call. Random weights (latency does not depend on them), 4 labels, eval mode."""
+    tinybert.bench_latency.time_call. Random weights (latency does not depend on them), 4 labels, eval mode.
+
+    Threads: the in-process modes are timed with 1 torch thread and, on the CPU, again with one per core, so a
+    single deep model gets the whole machine as the committee of processes does (each member process has 1
+    thread; K of them share the cores). With fewer cores than K, the seeds committee is also timed as its first
+    `cores` members in parallel: the largest committee this machine runs side by side."""
     from tinybert.bench_latency import time_call
 
     lat = preset.latency
@@ -118,39 +123,56 @@ def measure_latency(ws: Workspace, preset: Preset, log=print) -> list[dict]:
     batched = BatchedCommittee(seeds) if len(seeds) > 1 else None
     # the claim's premise: members side by side, one process each (CPU only; with fewer cores than members they
     # compete for cores, hence the `cores` column)
-    parallel = {}
+    cores = os.cpu_count() or 1
+    parallel = []  # (name, members, committee)
     if device.type == "cpu" and precision.name == "fp32":
         sizes = dict(max_batch=max(lat["batch_sizes"]), max_length=seq)
-        parallel = {"committee-variants": ProcessCommittee(variants, **sizes),
-                    "committee-seeds": ProcessCommittee(seeds, **sizes)}
+        parallel = [("committee-variants", variants, ProcessCommittee(variants, **sizes)),
+                    ("committee-seeds", seeds, ProcessCommittee(seeds, **sizes))]
+        if 1 < cores < len(seeds):
+            parallel.append(("committee-seeds", seeds[:cores], ProcessCommittee(seeds[:cores], **sizes)))
+    thread_counts = latency_threads(device)
     rows = []
     for batch in lat["batch_sizes"]:
         ids = torch.randint(1000, ws.tokenizer.vocab_size, (batch, seq), device=device)
 
-        def measure(name, family, mode, fn, models):
+        def measure(name, family, mode, fn, models, threads):
             with torch.inference_mode(), precision.autocast(device):
                 times = time_call(fn, device, lat["repeats"], lat["warmup"])
             rows.append({"model": name, "family": family, "mode": mode, "members": len(models), "batch": batch,
-                         "seq_len": seq, "median_ms": 1e3 * statistics.median(times), "min_ms": 1e3 * min(times),
-                         "params_m": sum(count_parameters(m) for m in models) / 1e6,
+                         "seq_len": seq, "threads": threads, "median_ms": 1e3 * statistics.median(times),
+                         "min_ms": 1e3 * min(times), "params_m": sum(count_parameters(m) for m in models) / 1e6,
                          "gmacs_per_seq": sum(encoder_macs_per_token(m.config, seq) * seq for m in models) / 1e9,
-                         "depth": max(m.config.layers for m in models), "cores": os.cpu_count()})
-            log(f"  latency {name:<28} {mode:<16} batch {batch:>3}: {rows[-1]['median_ms']:8.2f} ms")
+                         "depth": max(m.config.layers for m in models), "cores": cores})
+            log(f"  latency {name:<20} {mode:<18} K {len(models)} threads {threads} batch {batch:>3}: "
+                f"{rows[-1]['median_ms']:8.2f} ms")
 
-        measure(preset.deep.name, "bert6", "single", lambda: deep(ids), [deep])
-        for spec, m in zip(preset.shallow, variants):
-            measure(spec.name, "bert1", "single", lambda m=m: m(ids), [m])
-        measure("committee-variants", "committee", "member-by-member", lambda: member_by_member(variants, ids),
-                variants)
-        measure("committee-seeds", "committee", "member-by-member", lambda: member_by_member(seeds, ids), seeds)
-        if batched is not None:
-            measure("committee-seeds", "committee", "batched-vmap", lambda: batched(ids), seeds)
-        for name, committee in parallel.items():
-            measure(name, "committee", "parallel-processes", lambda c=committee: c(ids),
-                    variants if name == "committee-variants" else seeds)
-    for committee in parallel.values():
+        before = torch.get_num_threads()
+        try:
+            for threads in thread_counts:
+                torch.set_num_threads(threads)
+                measure(preset.deep.name, "bert6", "single", lambda: deep(ids), [deep], threads)
+                for spec, m in zip(preset.shallow, variants):
+                    measure(spec.name, "bert1", "single", lambda m=m: m(ids), [m], threads)
+                measure("committee-variants", "committee", "member-by-member",
+                        lambda: member_by_member(variants, ids), variants, threads)
+                measure("committee-seeds", "committee", "member-by-member", lambda: member_by_member(seeds, ids),
+                        seeds, threads)
+                if batched is not None:
+                    measure("committee-seeds", "committee", "batched-vmap", lambda: batched(ids), seeds, threads)
+        finally:
+            torch.set_num_threads(before)
+        for name, members, committee in parallel:  # 1 thread per member process
+            measure(name, "committee", "parallel-processes", lambda c=committee: c(ids), members, 1)
+    for _, _, committee in parallel:
         committee.close()
     return rows
+
+
+def latency_threads(device: torch.device) -> tuple:
+    """Torch thread counts the in-process modes are timed at: 1, and on the CPU also one per core."""
+    cores = os.cpu_count() or 1
+    return (1, cores) if device.type == "cpu" and cores > 1 else (1,)
 
 
 def after_run(preset: Preset, ws: Workspace, log) -> None:
@@ -187,11 +209,12 @@ def table(inp: TableInput) -> list[str]:
         parts += [f"## committee: soft committee of K BERT-1 models vs {inp.preset.deep.name} (both pre-trained on "
                   f"{inp.preset.main_size} articles)", md_table(headers, rows)]
     if latency:
-        rows = [[r["model"], r["mode"], r["members"], r["batch"], f"{r['median_ms']:.2f}", f"{r['params_m']:.2f}",
-                 f"{r['gmacs_per_seq']:.4f}", r["depth"]] for r in latency]
-        parts += [f"## latency ({latency[0]['device']}, {latency[0]['precision']}, seq {latency[0]['seq_len']})",
-                  md_table(["model", "mode", "members", "batch", "median ms", "params M", "GMACs/seq", "layers"],
-                           rows)]
+        rows = [[r["model"], r["mode"], r["members"], r.get("threads", ""), r["batch"], f"{r['median_ms']:.2f}",
+                 f"{r['params_m']:.2f}", f"{r['gmacs_per_seq']:.4f}", r["depth"]] for r in latency]
+        parts += [f"## latency ({latency[0]['device']}, {latency[0]['precision']}, seq {latency[0]['seq_len']}; "
+                  f"threads: torch threads per process, parallel-processes = one process per member)",
+                  md_table(["model", "mode", "members", "threads", "batch", "median ms", "params M", "GMACs/seq",
+                            "layers"], rows)]
     return parts
 
 
