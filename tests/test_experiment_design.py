@@ -145,6 +145,27 @@ def test_minus_baseline_pairs_each_seed_with_the_baseline_on_its_rows():
     assert minus_baseline(inp, "pretrain_gap", "dbpedia", {"model": "m"})[2] == 0
 
 
+def test_the_wider_bert1_variants_of_the_cpu_preset_pretrain_at_an_lr_scaled_by_8_over_heads():
+    from types import SimpleNamespace
+
+    from tinybert.experiments.units import pretrain_spec
+
+    cpu = get_preset("cpu")
+    # The spec's recipe part only; the model config (which needs the trained vocabulary) is not under test here.
+    ws = SimpleNamespace(preset=cpu, model_config=lambda model: SimpleNamespace(to_dict=lambda: {}))
+    lrs = {}
+    for model in cpu.shallow:
+        spec = pretrain_spec(ws, model, {"kind": "nested", "articles": 40000}, 0)
+        lrs[(model.config_fields()["heads"], model.name)] = spec["train"]["lr"]
+        assert {k: v for k, v in spec["train"].items() if k != "lr"} == {k: v for k, v in cpu.pretrain.items()
+                                                                         if k != "lr"}
+    base = cpu.pretrain["lr"]
+    assert lrs[(8, "bert1-h8")] == base
+    for (heads, name), lr in lrs.items():
+        assert lr == pytest.approx(base * 8 / heads), name
+    assert lrs[(24, "bert1-h24")] == pytest.approx(1e-3)
+
+
 def test_a_block_of_a_run_keeps_only_the_named_models_tasks_and_pretraining_seeds(tmp_path):
     from tinybert.experiments.runner import plan
     from tinybert.experiments.units import Workspace
