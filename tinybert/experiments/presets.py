@@ -284,8 +284,8 @@ def cpu_preset() -> Preset:
     * Pre-training: 5 epochs of 40k articles (6,250 steps of batch 32), linear schedule with 1,000 warm-up
       steps, lr 3e-3 for BERT-1 (pilot: masked-token acc 0.350 after 5 epochs) and 2e-3 for BERT-6 (pilot:
       0.271 after 3 epochs and rising). The wider BERT-1 variants scale that lr by 8 / heads (h12: 2e-3,
-      h24: 1e-3; `_width_scaled_pretrain_lr`): at 3e-3, h24 (hidden 384) stayed at 0.166 (block 6b). 2 pre-training seeds per arm. BERT-1 is ~25 min of one core per
-      seed, BERT-6 ~2.8 h of both cores per seed.
+      h24: 1e-3; `_width_scaled_pretrain_lr`): at 3e-3, h24 (hidden 384) stayed at 0.166 (block 6b). 2
+      pre-training seeds per arm. BERT-1 is ~25 min of one core per seed, BERT-6 ~2.8 h of both cores per seed.
     * Fine-tuning: 6 epochs, batch 32, max length 128, lr chosen per arm on validation from {3e-4, 1e-3, 3e-3}
       (the pilot chose 1e-3 for both arms, inside the grid), extended by up to two lrs past either end for an
       arm whose choice sits at an end (block 1: BERT-1 from scratch on AG News chose 3e-4); seeds 0-2.
