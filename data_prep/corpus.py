@@ -18,7 +18,7 @@ Layouts (rows of `seq_len` token ids; dtype uint16 when the vocab fits, else int
     no `[PAD]`. The last partial piece is dropped.
 
 Cache: `<cache_dir>/wiki-<layout>-<N>-s<seed>-<key12>.npy` + `.json`. The key hashes the tokenizer fingerprint,
-the source files (path, size, mtime), N, seed, layout, seq_len and FORMAT_VERSION; a file is reused only when its
+the source files (path, size, content sha256), N, seed, layout, seq_len and FORMAT_VERSION; a file is reused only when its
 sidecar holds the same key. Both files are written to temporary names and moved into place with `os.replace`
 (the `.npy` first, the sidecar last), so a crash never leaves a half-written cache and an older cache survives.
 """
@@ -84,7 +84,7 @@ _texts_memo: dict = {}  # {source fingerprint: (texts, ReadStats)}: the last sou
 def read_all_texts(sources, stats: ReadStats, show_progress: bool = False) -> list[str]:
     """Every non-empty article text of `sources`, in corpus order; `stats` gets the read counts.
 
-    The last result is kept in memory (keyed by path, size and mtime of each source) until `forget_texts()`,
+    The last result is kept in memory (keyed by path, size and content hash of each source) until `forget_texts()`,
     because one train.py start selects from the same sources up to three times (vocab, training rows, held-out
     rows) and each read of the 8 tarballs costs ~12 s of decompression.
     """
@@ -229,15 +229,38 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("TINYBERT_CACHE") or REPO_ROOT / "cache")
 
 
+# {(path, inode, size, mtime_ns, ctime_ns): sha256}: each source file is hashed once per process. ctime is in the
+# key because no tool can set it back: a same-size edit whose mtime was restored is still re-hashed.
+_sha256_memo: dict = {}
+
+
+def _file_sha256(path: Path, st) -> str:
+    memo_key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo_key not in _sha256_memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _sha256_memo[memo_key] = digest.hexdigest()
+    return _sha256_memo[memo_key]
+
+
 def _source_entries(sources) -> list[dict]:
+    """Path, size and content hash of each source file: what the caches are keyed on.
+
+    The content, not the modification time: a data folder that is copied or re-mounted (new mtimes, same bytes)
+    must still hit the cache, or every fresh copy re-trains the vocab and re-tokenizes the corpus. Hashing the
+    ~110 MB of Wikipedia tarballs takes about a second, once per process.
+    """
     entries = []
     for s in sources:
         path = Path(s).resolve()
         try:
             st = path.stat()
+            sha256 = _file_sha256(path, st)
         except OSError as e:
             raise CorpusReadError(f"{path}: cannot read ({e.strerror})") from e
-        entries.append({"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+        entries.append({"path": str(path), "size": st.st_size, "sha256": sha256})
     return entries
 
 

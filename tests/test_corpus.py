@@ -154,7 +154,10 @@ def test_cache_is_reused_and_keyed(source, tmp_path, monkeypatch):
         _, m = build(source, cache, **kw)
         assert not m["reused"] and m["path"] not in paths, kw
         paths.add(m["path"])
-    os.utime(source, ns=(1, 1))  # a changed source file invalidates too
+    os.utime(source, ns=(1, 1))  # a copied or re-mounted source (new mtime, same bytes) still hits the cache
+    assert build(source, cache)[1]["reused"]
+    source.write_bytes(source.read_bytes() + b"\n")  # changed bytes invalidate, even at the old mtime
+    os.utime(source, ns=(1, 1))
     assert build(source, cache)[1]["path"] not in paths
 
 
@@ -292,3 +295,19 @@ def test_sources_are_read_once_until_forgotten(tmp_path, monkeypatch):
     corpus.forget_texts()
     select_articles([src], 5, seed=1)
     assert len(calls) == 3
+
+
+def test_the_vocab_cache_follows_the_sources_bytes_not_their_mtime(source, tmp_path):
+    """A copied data folder (new mtimes) reuses the trained vocab; changed bytes train a new one."""
+    from data_prep.pretrain_data import load_or_train_vocab
+    cache = tmp_path / "cache"
+    args = dict(wiki_size=30, seed=0, vocab_size=len(SPECIAL_TOKENS) + 40, cache_dir=cache, show_progress=False)
+    first, meta = load_or_train_vocab([source], **args)
+    assert not meta["reused"]
+    os.utime(source, ns=(1, 1))
+    again, meta2 = load_or_train_vocab([source], **args)
+    assert meta2["reused"] and meta2["vocab"] == meta["vocab"] and again.vocab_hash == first.vocab_hash
+    source.write_text(source.read_text().replace("cat", "cow"))  # same size, other bytes
+    os.utime(source, ns=(1, 1))
+    _, meta3 = load_or_train_vocab([source], **args)
+    assert not meta3["reused"] and meta3["vocab"] != meta["vocab"]
