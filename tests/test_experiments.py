@@ -727,3 +727,58 @@ def test_the_tables_read_only_the_newest_latency_record_of_this_machine(tmp_path
     record("c", "cpu B", "2026-12-02 09:00", 3.0)  # another machine, newer still
     assert latest_latency(tmp_path, "cpu A")["rows"] == [{"model": "bert6", "median_ms": 2.0}]
     assert latest_latency(tmp_path, "cpu B")["rows"][0]["median_ms"] == 3.0
+
+
+def test_a_latency_measured_on_a_busy_machine_is_marked_and_measured_again(tmp_path, monkeypatch):
+    """A second block running beside the one that ends inflates its latency: the record says so, the next run
+    measures again, and the tables prefer an idle record over a newer busy one."""
+    from types import SimpleNamespace
+
+    import tinybert.bench_latency as bench_latency
+    from tinybert.experiments.studies import committee
+    from tinybert.experiments.tables import latest_latency
+
+    ws = SimpleNamespace(units=tmp_path)
+    measured, load = [], {"cores": 1.0}
+    monkeypatch.setattr(committee, "latency_spec", lambda ws, preset: {"machine": "cpu A", "precision": "fp32"})
+    monkeypatch.setattr(committee, "measure_latency",
+                        lambda ws, preset, log: measured.append(1) or [{"model": "bert6", "median_ms": 9.0}])
+    monkeypatch.setattr(bench_latency, "busy_cores", lambda: load["cores"])
+    dates = iter(["2026-12-01 10:00", "2026-12-01 11:00", "2026-12-01 12:00"])
+    monkeypatch.setattr(committee, "now", lambda: next(dates))
+    preset, log = SimpleNamespace(name="cpu"), []
+
+    committee.after_run(preset, ws, log.append)  # another block keeps a core busy
+    (rec_path,) = tmp_path.glob("latency-*.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["busy"] and rec["other_busy_cores"] == 1.0 and len(measured) == 1
+    assert any("cores busy" in line for line in log)
+    load["cores"] = 0.05
+    committee.after_run(preset, ws, log.append)  # the busy record does not count as cached
+    rec = json.loads(rec_path.read_text())
+    assert len(measured) == 2 and not rec["busy"] and rec["other_busy_cores"] == 0.05
+    committee.after_run(preset, ws, log.append)  # an idle record does
+    assert len(measured) == 2
+
+    # the tables: the newest idle record wins over a newer busy one (of another spec)
+    idle = rec["date"]
+    (tmp_path / "latency-other.json").write_text(json.dumps({**rec, "date": "2026-12-02 09:00", "busy": True}))
+    assert latest_latency(tmp_path, "cpu A")["date"] == idle
+    rec_path.unlink()
+    assert latest_latency(tmp_path, "cpu A")["busy"]  # only busy ones: used, and marked
+
+
+def test_busy_cores_reads_other_processes_cpu_time_from_proc_stat(tmp_path, monkeypatch):
+    import os
+
+    import tinybert.bench_latency as bench_latency
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
+
+    def sleep(_):  # 100 jiffies pass: 50 busy (user 30, system 20), 50 idle
+        stat.write_text("cpu  130 0 120 850 0 0 0 0 0 0\n")
+    monkeypatch.setattr(bench_latency.time, "sleep", sleep)
+    cores = os.cpu_count() or 1
+    assert bench_latency.busy_cores(stat_path=str(stat)) == pytest.approx(0.5 * cores)
+    assert bench_latency.busy_cores(stat_path=str(tmp_path / "missing")) is None

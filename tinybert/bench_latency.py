@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -51,6 +52,28 @@ def time_call(fn, device: torch.device, repeats: int, warmup: int) -> list[float
         sync()
         times.append(time.perf_counter() - start)
     return times
+
+
+def busy_cores(seconds: float = 1.0, stat_path: str = "/proc/stat") -> float | None:
+    """How many cores' worth of CPU the machine spent over the next `seconds` while this process sleeps: the work
+    of *other* processes, which would inflate a latency measured now. From the first line of /proc/stat (jiffies:
+    user nice system idle iowait irq softirq steal ...); None where that file does not exist (not Linux)."""
+    def sample():
+        with open(stat_path) as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+        return sum(fields), idle
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    spent = total1 - total0
+    if spent <= 0:
+        return None
+    # the jiffies of all cores together: the busy share of them, in cores
+    return (spent - (idle1 - idle0)) / spent * (os.cpu_count() or 1)
 
 
 def build(preset: str, args, device, seed: int = 0) -> BertForSequenceClassification:

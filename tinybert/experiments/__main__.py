@@ -6,6 +6,7 @@
     python -m tinybert.experiments estimate --study all --preset cpu      # plan + estimated time, runs nothing
     python -m tinybert.experiments estimate --preset paper --device cuda  # without a GPU: the modelled GPU time
     python -m tinybert.experiments tables --preset cpu                    # rewrite the CSVs and tables.md only
+    python -m tinybert.experiments latency --preset cpu                   # time the committee study's models again
     python -m tinybert.experiments run --study pretrain_gap --preset cpu --models bert1-h8   # one block of a run
 """
 
@@ -24,6 +25,7 @@ from tinybert.runtime import PRECISIONS, Precision, choose_device, choose_precis
 from .presets import PRESETS, get_preset
 from .gpu_estimate import print_estimate
 from .runner import run_studies
+from .studies.committee import record_latency
 from .tables import write_tables
 from .studies import study_names
 from .units import Workspace
@@ -35,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("run", "run the studies (cached units are skipped)"),
                         ("estimate", "print the plan and the estimated time; run nothing"),
-                        ("tables", "rewrite results.csv, summary.csv and tables.md from the finished units")):
+                        ("tables", "rewrite results.csv, summary.csv and tables.md from the finished units"),
+                        ("latency", "measure the committee study's latency table again (on an idle machine), then "
+                                    "rewrite the tables")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--study", choices=study_names() + ("all",), default="all")
         s.add_argument("--preset", choices=sorted(PRESETS), required=True)
@@ -99,6 +103,11 @@ def main(argv=None) -> int:
         if args.command == "tables":
             out.mkdir(parents=True, exist_ok=True)
             return 1 if write_tables(preset, ws) else 0
+        if args.command == "latency":
+            ws.units.mkdir(parents=True, exist_ok=True)
+            record_latency(ws, preset)
+            write_tables(preset, ws, log=None)
+            return 0
         failed = run_studies(preset, ws, studies, retry_failed=not args.no_retry, dry_run=args.command == "estimate",
                              jobs=jobs, threads=threads, batch=not args.no_batch, models=args.models,
                              tasks=args.tasks, pretrain_seeds=args.pretrain_seeds)

@@ -194,11 +194,13 @@ def _blank_keys(df: pd.DataFrame, keys) -> pd.DataFrame:
 
 
 def latest_latency(units: Path, machine: str) -> dict | None:
-    """The newest latency record (units/latency-*.json) measured on `machine`, or None. Only the newest: a change
-    to what is timed (a new spec) measures again, and the older record's rows must not sit beside the new ones."""
+    """The newest latency record (units/latency-*.json) measured on `machine` on an idle machine, or None. Only
+    one: a change to what is timed (a new spec) measures again, and the older record's rows must not sit beside
+    the new ones. A record marked busy (other processes shared the cores) is used only when no idle one exists."""
     recs = [rec for rec in map(read_json, sorted(units.glob("latency-*.json")))
             if rec and rec["spec"].get("machine") == machine]
-    return max(recs, key=lambda r: r.get("date") or "") if recs else None
+    idle = [rec for rec in recs if not rec.get("busy")]
+    return max(idle or recs, key=lambda r: r.get("date") or "") if recs else None
 
 
 def write_tables(preset: Preset, ws: Workspace, log=print, studies=None) -> int:
@@ -212,7 +214,9 @@ def write_tables(preset: Preset, ws: Workspace, log=print, studies=None) -> int:
     summary.to_csv(out / "summary.csv", index=False)
     rec = latest_latency(ws.units, ws.machine)
     lat = [] if rec is None else [{**row, "device": rec["spec"]["machine"], "precision": rec["spec"]["precision"],
-                                   "preset": preset.name, "date": rec.get("date")} for row in rec["rows"]]
+                                   "preset": preset.name, "date": rec.get("date"),
+                                   "other_busy_cores": rec.get("other_busy_cores"), "busy": bool(rec.get("busy"))}
+                                  for row in rec["rows"]]
     if lat:
         pd.DataFrame(lat).to_csv(out / "latency.csv", index=False)
     text = tables_markdown(preset, ws, df, summary, lat, selection)
