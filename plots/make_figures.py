@@ -339,7 +339,7 @@ def fig_committee(data: dict, out: Path):
     lat = data["latency"]
     tasks = _tasks(com)
     ncols = len(tasks) + (1 if not lat.empty else 0)
-    fig, axes = plt.subplots(1, ncols, figsize=(4.6 * ncols, 4.3), squeeze=False)
+    fig, axes = plt.subplots(1, ncols, figsize=(5.4 * ncols, 4.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         d = com[com["task"] == task]
         curves = d[d["committee_k"].notna()]
@@ -363,18 +363,24 @@ def fig_committee(data: dict, out: Path):
         if len(curves):
             ax.set_xticks(sorted(curves["committee_k"].dropna().unique().astype(int)))
     if not lat.empty:
+        # the claim's comparison only: the deep model, one committee member (the first BERT-1 timed) and the seeds
+        # committee in every mode; the variants' rows stay in latency.csv
+        first_bert1 = lat[lat["family"] == "bert1"]["model"].iloc[:1].tolist()
+        lat = lat[(lat["family"] == "bert6") | lat["model"].isin(first_bert1 + ["committee-seeds"])]
         ax = axes[0][-1]
         batches = sorted(lat["batch"].unique())
-        labels = [latency_label(r) for r in lat[lat["batch"] == batches[0]].itertuples()]
-        x = np.arange(len(labels))
-        width = 0.8 / len(batches)
+        labels = [latency_label(r).replace("\n", " ") for r in lat[lat["batch"] == batches[0]].itertuples()]
+        y = np.arange(len(labels))
+        height = 0.8 / len(batches)
         for j, b in enumerate(batches):
             rows = lat[lat["batch"] == b]
-            ax.bar(x + (j - (len(batches) - 1) / 2) * width, rows["median_ms"], width, label=f"batch {b}")
-        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=6)
-        ax.set_ylabel("median forward latency (ms)")
+            ax.barh(y + (j - (len(batches) - 1) / 2) * height, rows["median_ms"], height, label=f"batch {b}")
+        ax.set_yticks(y, labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("median forward latency (ms, log)")
         ax.set_title(f"Latency ({lat['device'].iloc[0][:40]})", fontsize=9)
-        ax.set_yscale("log")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3, axis="x")
         ax.legend(fontsize=7)
     art = int(com["pretrain_articles"].max())
     fig.suptitle(f"Soft committees of independently pre-trained BERT-1 models vs the deep model ({art:,} articles)")
